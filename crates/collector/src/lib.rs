@@ -1,1 +1,237 @@
-//! placeholder
+//! The collector: receives every service's events over gRPC, turns them into
+//! metrics through the `metrics` facade, and serves them to Prometheus.
+//!
+//! Layout:
+//! * [`catalog`]: every metric, defined once (`collector catalog` prints it).
+//! * [`state`]: instances, batch handling, liveness sweep.
+//! * [`instance`]: one reporting instance: its own recorder and series.
+//! * [`apply`]: event validation and the event → metric mapping.
+//! * [`dedup`]: replay windows; [`guard`]: the cardinality guard.
+//! * [`render`]: `/metrics` text; [`server`]: gRPC service and HTTP routes.
+//! * [`config`]: the command line.
+//!
+//! Run it with `cargo run -p automation-collector --bin collector`; it listens
+//! on gRPC :50051 and HTTP :9400 (`/metrics`, `/health`, `/ready`).
+
+pub mod apply;
+pub mod catalog;
+pub mod config;
+pub mod dedup;
+pub mod guard;
+pub mod instance;
+pub mod render;
+pub mod server;
+pub mod state;
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automation_health::HealthChecker;
+use automation_proto::v1::{Event, Heartbeat, event::Payload};
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::sampler::Sampler;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Server, ServerTlsConfig};
+
+pub use state::{Limits, State};
+
+/// Everything [`run`] needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This collector's `component_instance`.
+    pub instance: String,
+    /// Its version, in `automation_component_info`.
+    pub version: String,
+    /// Limits and timings.
+    pub limits: Limits,
+    /// Pushes processed at once before `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_pushes: usize,
+    /// gRPC bearer tokens.
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// How often silent instances are looked for.
+    pub sweep_interval: Duration,
+    /// How often the collector samples its own process.
+    pub self_interval: Duration,
+    /// After shutdown begins, how long to stay up unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a collector named `instance`.
+    pub fn new(instance: &str) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            limits: Limits::default(),
+            max_concurrent_pushes: 1_024,
+            auth: BearerAuth::disabled(),
+            tls: None,
+            sweep_interval: Duration::from_secs(1),
+            self_interval: Duration::from_secs(10),
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What can stop the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gRPC server failed (TLS setup, a listener error).
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP admin server failed.
+    #[error("HTTP admin server: {0}")]
+    Http(#[from] std::io::Error),
+    /// Server reflection could not be set up.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running collector's handles, for the stack and tests.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The state.
+    pub state: Arc<State>,
+    /// The health checker.
+    pub health: HealthChecker,
+}
+
+/// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` is cancelled,
+/// then shuts down gracefully: unready at once, up for `shutdown_delay`, then
+/// drains within `shutdown_grace`. `started` receives the handles once serving.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Handles>>,
+) -> Result<(), Error> {
+    let state = State::new(config.limits.clone(), &config.instance, &config.version);
+    let health = HealthChecker::builder("collector").build();
+    let starting = health.startup_guard("listeners");
+    let background = CancellationToken::new();
+    health.spawn(background.clone());
+    tokio::spawn(maintain(
+        Arc::clone(&state),
+        config.sweep_interval,
+        config.self_interval,
+        background.clone(),
+    ));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(automation_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut builder = Server::builder();
+    if let Some(tls) = config.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let service = server::CollectorService::new(Arc::clone(&state), config.max_concurrent_pushes);
+    let stop = CancellationToken::new();
+    let grpc_server = builder
+        .add_service(health.grpc_service())
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            config.auth.clone(),
+        ))
+        .add_service(server::grpc_service(
+            service,
+            config.auth.clone(),
+            config.limits.max_batch_bytes.saturating_mul(4),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+    let router = server::metrics_router(Arc::clone(&state)).merge(health.router());
+    let http_server =
+        axum::serve(http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+    drop(starting);
+    if let Some(tx) = started {
+        let _ = tx.send(Handles {
+            state: Arc::clone(&state),
+            health: health.clone(),
+        });
+    }
+    tracing::info!(instance = %config.instance, "collector serving");
+
+    shutdown.cancelled().await;
+    health.begin_shutdown();
+    tracing::info!(delay = ?config.shutdown_delay, "shutting down: unready, draining");
+    tokio::time::sleep(config.shutdown_delay).await;
+    stop.cancel();
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let grpc = grpc_task.await;
+        let http = http_task.await;
+        (grpc, http)
+    })
+    .await;
+    background.cancel();
+    match drained {
+        Ok((grpc, http)) => {
+            if let Ok(result) = grpc {
+                result?;
+            }
+            if let Ok(result) = http {
+                result?;
+            }
+        }
+        Err(_) => tracing::warn!("grace period over; exiting with work in flight"),
+    }
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// The collector's own upkeep: liveness sweeps, histogram upkeep and its own
+/// heartbeat, all off the async workers where they are CPU work.
+async fn maintain(
+    state: Arc<State>,
+    sweep_every: Duration,
+    self_every: Duration,
+    stop: CancellationToken,
+) {
+    let mut sweep = tokio::time::interval(sweep_every);
+    let mut own = tokio::time::interval(self_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    own.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sampler = Arc::new(std::sync::Mutex::new(Sampler::new()));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sweep.tick() => {
+                let state = Arc::clone(&state);
+                let _ = tokio::task::spawn_blocking(move || {
+                    state.sweep(std::time::Instant::now());
+                    state.upkeep();
+                })
+                .await;
+            }
+            _ = own.tick() => {
+                let state = Arc::clone(&state);
+                let sampler = Arc::clone(&sampler);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let (process, system) = sampler
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .sample();
+                    let payload = Payload::Heartbeat(Heartbeat {
+                        interval_seconds: self_every.as_secs_f64(),
+                        process: Some(process),
+                        system: Some(system),
+                        ..Heartbeat::default()
+                    });
+                    let event = Event { time: None, payload: Some(payload.clone()) };
+                    apply::apply(state.own(), 0, &event, &payload, std::time::Instant::now());
+                })
+                .await;
+            }
+        }
+    }
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! What every service of the platform shares.
+//!
+//! * [`reporter`]: the event reporter, the client each service embeds to send
+//!   its events to the collector (batched, retried, deduplicated by sequence).
+//! * [`sampler`]: process and system figures for the reporter's heartbeat.
+//! * [`config`]: the flags every service takes (clap, each with `env =`), and
+//!   the exit code 64 for a bad configuration.
+//! * [`logging`]: tracing setup, text or JSON.
+//! * [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
+//! * [`auth`]: bearer tokens from a file, re-read when it changes.
+//! * [`tls`]: TLS for gRPC listeners and clients.
+
+pub mod auth;
+pub mod config;
+pub mod logging;
+pub mod reporter;
+pub mod sampler;
+pub mod shutdown;
+pub mod tls;

@@ -1,0 +1,364 @@
+//! From events to metrics: each payload is checked on its own, then applied
+//! to its instance's series. An event with an impossible value is rejected
+//! whole, so nothing of it is applied.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use automation_proto::v1::{self, event::Payload};
+
+use crate::catalog::{self, id};
+use crate::instance::{Incarnation, Instance, Presence};
+
+/// Why an event was rejected: the `reason` of `collector_events_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The event carries no payload (or one this collector does not know).
+    NoPayload,
+    /// A duration is negative, NaN or infinite.
+    InvalidDuration,
+    /// Another value is impossible (NaN cost, coverage over 100, …).
+    InvalidValue,
+    /// A label value is longer than the limit.
+    LabelTooLong,
+}
+
+impl Reject {
+    /// The index of the reason in [`catalog::REJECT_REASONS`].
+    pub fn index(self) -> usize {
+        match self {
+            Reject::NoPayload => 0,
+            Reject::InvalidDuration => 1,
+            Reject::InvalidValue => 2,
+            Reject::LabelTooLong => 3,
+        }
+    }
+}
+
+/// The index of a payload in [`catalog::EVENTS`].
+pub fn event_index(payload: &Payload) -> usize {
+    match payload {
+        Payload::Heartbeat(_) => 0,
+        Payload::FileChanges(_) => 1,
+        Payload::TestRun(_) => 2,
+        Payload::AuditRun(_) => 3,
+        Payload::ApiCall(_) => 4,
+        Payload::BridgeCall(_) => 5,
+        Payload::Error(_) => 6,
+        Payload::Goodbye(_) => 7,
+        Payload::GatewayRequest(_) => 8,
+    }
+}
+
+fn duration(v: f64) -> Result<(), Reject> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Reject::InvalidDuration)
+    }
+}
+
+fn opt_duration(v: Option<f64>) -> Result<(), Reject> {
+    v.map_or(Ok(()), duration)
+}
+
+fn value(ok: bool) -> Result<(), Reject> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::InvalidValue)
+    }
+}
+
+fn label(v: &str, max: usize) -> Result<(), Reject> {
+    if v.len() <= max {
+        Ok(())
+    } else {
+        Err(Reject::LabelTooLong)
+    }
+}
+
+/// Checks an event without applying anything.
+pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject> {
+    let payload = event.payload.as_ref().ok_or(Reject::NoPayload)?;
+    match payload {
+        Payload::Heartbeat(h) => {
+            value(h.interval_seconds.is_finite() && h.interval_seconds > 0.0)?;
+            if let Some(p) = &h.process {
+                value(p.cpu_seconds_total.is_finite() && p.cpu_seconds_total >= 0.0)?;
+                value(p.start_time_seconds.is_finite() && p.start_time_seconds >= 0.0)?;
+            }
+            if let Some(g) = &h.gateway {
+                for b in &g.balances {
+                    label(&b.currency, max_label)?;
+                    value(b.amount.is_finite())?;
+                }
+            }
+        }
+        Payload::FileChanges(f) => {
+            opt_duration(f.debounce_seconds)?;
+            opt_duration(f.processing_seconds)?;
+        }
+        Payload::TestRun(t) => duration(t.duration_seconds)?,
+        Payload::AuditRun(a) => {
+            duration(a.duration_seconds)?;
+            for t in &a.analyses {
+                duration(t.duration_seconds)?;
+            }
+            if let Some(c) = a.coverage_percent {
+                value((0.0..=100.0).contains(&c))?;
+            }
+        }
+        Payload::ApiCall(c) => {
+            label(&c.model, max_label)?;
+            label(&c.error_kind, max_label)?;
+            duration(c.duration_seconds)?;
+            opt_duration(c.time_to_first_token_seconds)?;
+            if let Some(cost) = c.cost_usd {
+                value(cost.is_finite() && cost >= 0.0)?;
+            }
+            value(c.reasoning_tokens <= c.output_tokens)?;
+        }
+        Payload::BridgeCall(b) => duration(b.duration_seconds)?,
+        Payload::Error(e) => {
+            label(&e.kind, max_label)?;
+            label(&e.model, max_label)?;
+        }
+        Payload::GatewayRequest(g) => duration(g.duration_seconds)?,
+        Payload::Goodbye(_) => {}
+    }
+    Ok(payload)
+}
+
+/// Unix seconds of the event, or now when it carries no time.
+fn event_time(event: &v1::Event) -> f64 {
+    event
+        .time
+        .as_ref()
+        .filter(|t| t.seconds > 0 && (0..1_000_000_000).contains(&t.nanos))
+        .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        })
+}
+
+fn non_empty(v: &str) -> &str {
+    if v.is_empty() { "unknown" } else { v }
+}
+
+/// Applies a valid event of `incarnation` to `inst`.
+pub fn apply(
+    inst: &Instance,
+    incarnation: u64,
+    event: &v1::Event,
+    payload: &Payload,
+    now: Instant,
+) {
+    let s = &inst.series;
+    let c = &inst.common;
+    match payload {
+        Payload::Heartbeat(h) => {
+            {
+                let mut live = inst.liveness();
+                live.interval =
+                    std::time::Duration::from_secs_f64(h.interval_seconds.min(86_400.0));
+            }
+            let mut incarnations = inst.incarnations();
+            let state = incarnations
+                .entry(incarnation)
+                .or_insert_with(Incarnation::default);
+            state.last_seen = Some(now);
+            if let Some(p) = &h.process {
+                c.rss.set(p.resident_memory_bytes as f64);
+                c.fds.set(p.open_fds as f64);
+                c.start_time.set(p.start_time_seconds);
+                let whole = p.cpu_seconds_total.floor() as u64;
+                c.cpu
+                    .increment(whole.saturating_sub(state.cpu_whole_seconds));
+                state.cpu_whole_seconds = state.cpu_whole_seconds.max(whole);
+            }
+            c.dropped
+                .increment(h.events_dropped_total.saturating_sub(state.dropped_events));
+            state.dropped_events = state.dropped_events.max(h.events_dropped_total);
+            drop(incarnations);
+            if let Some(sys) = &h.system {
+                c.mem_used.set(sys.memory_used_bytes as f64);
+                c.mem_total.set(sys.memory_total_bytes as f64);
+                c.disk_available.set(sys.disk_available_bytes as f64);
+            }
+            if let Some(b) = &h.bridge {
+                c.bridge_pending.set(b.pending_tasks as f64);
+                c.bridge_loops.set(b.active_loops as f64);
+            }
+            if let Some(w) = &h.watcher {
+                inst.watcher()
+                    .changed_files
+                    .set(w.changed_files_pending as f64);
+            }
+            if let Some(g) = &h.gateway {
+                let gw = inst.gateway();
+                gw.in_flight.set(g.in_flight_requests as f64);
+                gw.circuit_open.set(if g.circuit_open { 1.0 } else { 0.0 });
+                for b in &g.balances {
+                    let currency = non_empty(&b.currency);
+                    gw.balance
+                        .get(s, currency, |cur| {
+                            s.register(id::API_BALANCE, &[("currency", cur)])
+                        })
+                        .set(b.amount);
+                }
+            }
+        }
+        Payload::FileChanges(f) => {
+            let w = inst.watcher();
+            w.files_processed.increment(f.files_processed);
+            if let Some(d) = f.debounce_seconds {
+                w.debounce_duration.record(d);
+            }
+            if let Some(d) = f.processing_seconds {
+                w.processing_duration.record(d);
+            }
+            w.changed_files.set(f.changed_files_pending as f64);
+        }
+        Payload::TestRun(t) => {
+            let w = inst.watcher();
+            w.runs.at(s, t.result).increment(1);
+            w.tests_run.index(0).increment(t.tests_passed);
+            w.tests_run.index(1).increment(t.tests_failed);
+            w.tests_run.index(2).increment(t.tests_ignored);
+            w.execution_duration.record(t.duration_seconds);
+            w.memory.set(t.peak_rss_bytes as f64);
+            w.last_run.set(event_time(event));
+        }
+        Payload::GatewayRequest(g) => {
+            inst.watcher().api_calls.at(s, g.outcome).increment(1);
+        }
+        Payload::AuditRun(a) => {
+            let m = inst.audit();
+            m.runs.at(s, a.result).increment(1);
+            m.run_duration.record(a.duration_seconds);
+            for t in &a.analyses {
+                m.analysis_duration
+                    .at(s, t.analysis)
+                    .record(t.duration_seconds);
+            }
+            m.commits.increment(a.new_commits);
+            if a.history_rewritten {
+                m.rewrites.increment(1);
+            }
+            for found in &a.newly_completed {
+                m.markers_found.at(s, found.marker).increment(found.count);
+            }
+            if let Some(pct) = a.coverage_percent {
+                m.coverage
+                    .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
+                    .set(pct);
+            }
+            m.tasks.index(0).set(a.tasks_done as f64);
+            m.tasks.index(1).set(a.tasks_in_progress as f64);
+            m.tasks.index(2).set(a.tasks_planned as f64);
+            m.active_tasks.set(a.tasks_in_progress as f64);
+            m.last_run.set(event_time(event));
+        }
+        Payload::ApiCall(call) => {
+            let gw = inst.gateway();
+            let model = gw.model(s, non_empty(&call.model));
+            model.calls.at(s, call.status).increment(1);
+            model.duration.record(call.duration_seconds);
+            model.response_time.set(call.duration_seconds);
+            if let Some(ttft) = call.time_to_first_token_seconds {
+                model.ttft.record(ttft);
+            }
+            model.tokens.index(0).increment(call.input_cache_hit_tokens);
+            model
+                .tokens
+                .index(1)
+                .increment(call.input_cache_miss_tokens);
+            model.tokens.index(2).increment(call.output_tokens);
+            model.reasoning_tokens.increment(call.reasoning_tokens);
+            for reason in &call.retries {
+                model.retries.at(s, *reason).increment(1);
+            }
+            model
+                .rate_limits
+                .increment(u64::from(call.rate_limited_responses));
+            if let Some(cost) = call.cost_usd {
+                model.cost.record(cost);
+            }
+            if !call.error_kind.is_empty() {
+                gateway_error(inst, &call.model, &call.error_kind);
+            }
+            gw.in_flight.set(call.in_flight_requests as f64);
+        }
+        Payload::BridgeCall(b) => {
+            c.bridge_calls.at(s, b.direction).increment(1);
+            match v1::BridgeOutcome::try_from(b.outcome) {
+                Ok(v1::BridgeOutcome::Error | v1::BridgeOutcome::Panic) => {
+                    c.bridge_errors.at(s, b.direction).increment(1);
+                }
+                Ok(v1::BridgeOutcome::Timeout) => {
+                    c.bridge_timeouts.at(s, b.direction).increment(1);
+                }
+                _ => {}
+            }
+            c.bridge_duration
+                .at(s, b.direction)
+                .record(b.duration_seconds);
+            c.bridge_pending.set(b.pending_tasks as f64);
+            c.bridge_loops.set(b.active_loops as f64);
+        }
+        Payload::Error(e) => {
+            let kind = non_empty(&e.kind);
+            match inst.component {
+                "test-watcher" => count_kind(inst, &inst.watcher().errors, id::TW_ERRORS, kind),
+                "audit-agent" => count_kind(inst, &inst.audit().errors, id::AA_ERRORS, kind),
+                "api-gateway" => gateway_error(inst, &e.model, kind),
+                // Components without an error metric: the event is counted
+                // as received and logged, which is all there is to do.
+                _ => {
+                    tracing::debug!(component = inst.component, instance = %inst.name, kind, "component error")
+                }
+            }
+        }
+        Payload::Goodbye(_) => {
+            let mut live = inst.liveness();
+            live.presence = Presence::Stopped { since: now };
+            c.up.set(0.0);
+            c.stopped.set(1.0);
+        }
+    }
+}
+
+fn count_kind(
+    inst: &Instance,
+    family: &crate::instance::Free<metrics::Counter>,
+    metric: usize,
+    kind: &str,
+) {
+    family
+        .get(&inst.series, kind, |k| {
+            inst.series.register(metric, &[("kind", k)])
+        })
+        .increment(1);
+}
+
+fn gateway_error(inst: &Instance, model: &str, kind: &str) {
+    let s = &inst.series;
+    let model = if model.is_empty() {
+        catalog::OTHER
+    } else {
+        model
+    };
+    // One free value per (model, kind) pair, guarded as one label set.
+    let pair = format!("{model}\u{1f}{kind}");
+    inst.gateway()
+        .errors
+        .get(s, &pair, |p| {
+            let (m, k) = p
+                .split_once('\u{1f}')
+                .unwrap_or((catalog::OTHER, catalog::OTHER));
+            s.register(id::API_ERRORS, &[("model", m), ("kind", k)])
+        })
+        .increment(1);
+}

@@ -1,0 +1,86 @@
+//! The collector's command line; every flag also reads its environment
+//! variable (DESIGN §3).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use automation_telemetry::config::{CommonArgs, parse_duration};
+
+use crate::state::Limits;
+
+/// `collector [catalog]`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "Receives every service's events over gRPC and serves them to Prometheus"
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_LISTEN", default_value = "0.0.0.0:50051")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP admin listen address (/metrics, /health, /ready).
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9400")]
+    pub http_listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the metric catalog as JSON and exit.
+    Catalog,
+}
+
+/// The collector's own tuning flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorArgs {
+    /// Label sets per metric before new label values fold into `other`.
+    #[arg(long, env = "MAX_SERIES_PER_METRIC", default_value_t = 10_000)]
+    pub max_series_per_metric: usize,
+    /// Instances per component before new ones fold into `other`.
+    #[arg(long, env = "MAX_INSTANCES", default_value_t = 1_000)]
+    pub max_instances: usize,
+    /// Events per batch; a larger batch is refused.
+    #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 10_000)]
+    pub max_batch_events: usize,
+    /// Encoded bytes per batch; a larger batch is refused.
+    #[arg(long, env = "MAX_BATCH_BYTES", default_value_t = 4 << 20)]
+    pub max_batch_bytes: usize,
+    /// Bytes of a label value.
+    #[arg(long, env = "MAX_LABEL_LENGTH", default_value_t = 128)]
+    pub max_label_length: usize,
+    /// Pushes processed at once; more are answered RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_CONCURRENT_PUSHES", default_value_t = 1_024)]
+    pub max_concurrent_pushes: usize,
+    /// How long the series of a silent instance stay.
+    #[arg(long, env = "IDLE_TIMEOUT", value_parser = parse_duration, default_value = "15m")]
+    pub idle_timeout: Duration,
+    /// How long the series of an instance that said goodbye stay.
+    #[arg(long, env = "STOPPED_LINGER", value_parser = parse_duration, default_value = "5m")]
+    pub stopped_linger: Duration,
+    /// How often silent instances are looked for.
+    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub sweep_interval: Duration,
+}
+
+impl CollectorArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_series_per_metric: self.max_series_per_metric,
+            max_instances: self.max_instances,
+            max_batch_events: self.max_batch_events,
+            max_batch_bytes: self.max_batch_bytes,
+            max_label_length: self.max_label_length,
+            idle_timeout: self.idle_timeout,
+            stopped_linger: self.stopped_linger,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The flags every service takes. Each flag also reads an environment
+//! variable (DESIGN §3); those names are the contract with the manifests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::logging::LogFormat;
+use crate::reporter::ReporterConfig;
+
+/// The exit code for a bad configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Flags shared by every service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Log format: text for people, json for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// This instance's name, the `component_instance` label (default: the host name).
+    #[arg(long, env = "INSTANCE")]
+    pub instance: Option<String>,
+    /// Tokens the gRPC server accepts, one per line (unset: no auth).
+    #[arg(long, env = "AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// PEM certificate chain for the gRPC listener (with --tls-key-file).
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the gRPC listener (with --tls-cert-file).
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// After SIGTERM, how long to stay up unready so load balancers notice.
+    #[arg(long, env = "SHUTDOWN_DELAY", value_parser = parse_duration, default_value = "5s")]
+    pub shutdown_delay: Duration,
+    /// After the delay, how long in-flight work may take to drain.
+    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    pub shutdown_grace: Duration,
+}
+
+impl CommonArgs {
+    /// The instance name: `--instance`, else the host name, else `unknown`.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".to_owned())
+        })
+    }
+}
+
+/// Flags of the services that report to the collector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReporterArgs {
+    /// The collector's gRPC endpoint (https:// for TLS).
+    #[arg(long, env = "COLLECTOR_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub collector_endpoint: String,
+    /// Bearer token for the collector, one line, re-read when it changes.
+    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
+    pub collector_token_file: Option<PathBuf>,
+    /// CA certificate for TLS endpoints (default: system roots).
+    #[arg(long, env = "TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often a heartbeat is sent.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub heartbeat_interval: Duration,
+}
+
+impl ReporterArgs {
+    /// The reporter configuration for `service`/`instance`/`version`.
+    pub fn reporter_config(&self, service: &str, instance: &str, version: &str) -> ReporterConfig {
+        let mut config = ReporterConfig::new(
+            self.collector_endpoint.clone(),
+            service.to_owned(),
+            instance.to_owned(),
+            version.to_owned(),
+        );
+        config.token_file = self.collector_token_file.clone();
+        config.tls_ca_file = self.tls_ca_file.clone();
+        config.heartbeat_interval = self.heartbeat_interval;
+        config
+    }
+}
+
+/// Parses a duration such as `250ms`, `5s`, `5m` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{error} (write a duration such as 250ms, 5s, 5m)"))
+}
+
+/// Parses the command line and environment. `--help` and `--version` print
+/// and exit 0; anything wrong prints one line to stderr and exits 64.
+pub fn parse_or_exit<T: Parser>(program: &str) -> T {
+    T::try_parse().unwrap_or_else(|error| exit_on(program, &error))
+}
+
+/// Exits as [`parse_or_exit`] does for `error`.
+pub fn exit_on(program: &str, error: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        std::process::exit(0);
+    }
+    let rendered = error.render().to_string();
+    let line = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("invalid configuration")
+        .trim()
+        .trim_start_matches("error: ");
+    config_error(program, line)
+}
+
+/// Prints `program: configuration error: message` and exits 64.
+pub fn config_error(program: &str, message: impl std::fmt::Display) -> ! {
+    eprintln!("{program}: configuration error: {message}");
+    std::process::exit(EXIT_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").unwrap_err().contains("250ms"));
+    }
+}

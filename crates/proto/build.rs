@@ -20,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile(&files, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("automation_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("automation_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)

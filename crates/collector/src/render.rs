@@ -13,13 +13,32 @@ struct Family<'a> {
     samples: Vec<&'a str>,
 }
 
-/// The Prometheus text exposition of every instance's series.
+/// The Prometheus text exposition of every instance's series. Instances
+/// render in parallel, one share per core, since each has its own recorder.
 pub fn render(state: &State) -> String {
-    let texts: Vec<String> = state
-        .instances()
-        .iter()
-        .map(|inst| inst.series.handle().render())
-        .collect();
+    let instances = state.instances();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(instances.len().div_ceil(16))
+        .max(1);
+    let share = instances.len().div_ceil(threads);
+    let texts: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = instances
+            .chunks(share.max(1))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|inst| inst.series.handle().render())
+                        .collect::<Vec<String>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("rendering does not panic"))
+            .collect()
+    });
     merge(&texts)
 }
 

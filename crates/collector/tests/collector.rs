@@ -1024,3 +1024,70 @@ async fn the_admin_port_answers_health_ready_and_the_catalog_is_complete() {
     }
     assert!(!m.is_empty());
 }
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_check_metrics() {
+    let collector = TestCollector::start(config()).await;
+    let mut client = collector.client().await;
+    let payloads = vec![
+        heartbeat(10.0),
+        Payload::TestRun(v1::TestRun {
+            result: v1::RunResult::Passed as i32,
+            duration_seconds: 1.0,
+            ..Default::default()
+        }),
+        Payload::Error(v1::ComponentError {
+            kind: "spawn \"quoted\" \\ kind".into(),
+            ..Default::default()
+        }),
+    ];
+    client.push(batch("test-watcher", "tw", 1, payloads)).await.unwrap();
+    client
+        .push(batch(
+            "api-gateway",
+            "gw",
+            1,
+            vec![Payload::ApiCall(v1::ApiCall {
+                model: "deepseek-reasoner".into(),
+                status: v1::ApiStatus::Ok as i32,
+                duration_seconds: 2.0,
+                cost_usd: Some(0.01),
+                ..Default::default()
+            })],
+        ))
+        .await
+        .unwrap();
+    client
+        .push(batch(
+            "audit-agent",
+            "aa",
+            1,
+            vec![Payload::AuditRun(v1::AuditRun {
+                result: v1::AuditResult::Ok as i32,
+                duration_seconds: 1.0,
+                coverage_percent: Some(50.0),
+                ..Default::default()
+            })],
+        ))
+        .await
+        .unwrap();
+    let text = collector.metrics_text().await;
+
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package prometheus; `make test` installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
+}

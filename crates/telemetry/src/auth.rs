@@ -153,7 +153,10 @@ impl BearerAuth {
         let presented = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or_else(|| Status::unauthenticated("authorization is not a bearer token"))?;
         let tokens = file.tokens();

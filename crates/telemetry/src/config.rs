@@ -54,7 +54,11 @@ impl CommonArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReporterArgs {
     /// The collector's gRPC endpoint (https:// for TLS).
-    #[arg(long, env = "COLLECTOR_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "COLLECTOR_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub collector_endpoint: String,
     /// Bearer token for the collector, one line, re-read when it changes.
     #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
@@ -100,7 +104,9 @@ pub fn exit_on(program: &str, error: &clap::Error) -> ! {
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         let _ = error.print();
         std::process::exit(0);

@@ -31,9 +31,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsErro
 /// Client TLS trusting `ca` (PEM), or the system roots when `None`.
 pub fn client_config(ca: Option<&Path>) -> Result<ClientTlsConfig, TlsError> {
     Ok(match ca {
-        Some(path) => {
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("CA certificate", path)?))
-        }
+        Some(path) => ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("CA certificate", path)?)),
         None => ClientTlsConfig::new().with_native_roots(),
     })
 }

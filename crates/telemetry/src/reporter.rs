@@ -1,0 +1,315 @@
+//! The event reporter: the client each service embeds to send its events to
+//! the collector (DESIGN §4, §7).
+//!
+//! [`Reporter::report`] never blocks and never fails: it stamps the event and
+//! queues it. One task per reporter forms batches (by size and by time), gives
+//! each the reporter's [`Source`](automation_proto::v1::Source) and the next
+//! `sequence`, and pushes them in order, one at a time, retrying with jittered
+//! exponential backoff until the collector acknowledges them. A replay carries
+//! the same sequence, so the collector applies it once. Unacknowledged events
+//! are kept up to a bound; beyond it the oldest batches are dropped and
+//! counted, and the count travels in every heartbeat.
+//!
+//! # Layout
+//!
+//! * `reporter/shared.rs` — what the handles and the tasks share: the queue of
+//!   reported events, the counters, the connection status.
+//! * `reporter/buffer.rs` — formed batches awaiting acknowledgement, bounded.
+//! * `reporter/sender.rs` — the task that forms, pushes and retries batches.
+//! * `reporter/heartbeat.rs` — the task that reports a heartbeat every interval.
+//! * `reporter/connection.rs` — the gRPC channel, TLS and the bearer token.
+//! * `reporter/backoff.rs` — exponential backoff with full jitter.
+
+mod backoff;
+mod buffer;
+mod connection;
+mod heartbeat;
+mod sender;
+mod shared;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use automation_proto::v1::{Goodbye, Heartbeat, event::Payload};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::shared::Shared;
+
+/// How a [`Reporter`] reaches the collector and how much it keeps.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    /// The collector's gRPC endpoint, `http://host:port`, or `https://` for TLS.
+    pub endpoint: String,
+    /// The reporting service (`test-watcher`, `audit-agent`, `api-gateway`).
+    pub service: String,
+    /// This instance's name (`INSTANCE`, the pod name in Kubernetes).
+    pub instance: String,
+    /// The service's version.
+    pub version: String,
+    /// A file holding the bearer token (one line), re-read when it changes.
+    pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) for `https://` endpoints; system roots when `None`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often a heartbeat is reported (default 10 s).
+    pub heartbeat_interval: Duration,
+    /// Events per batch at most (default 500).
+    pub batch_max_events: usize,
+    /// How long an event waits at most before its batch is formed (default 200 ms).
+    pub batch_max_delay: Duration,
+    /// Unacknowledged events kept at most (default 50 000); beyond that the
+    /// oldest whole batches are dropped and counted.
+    pub buffer_max_events: usize,
+    /// The first retry delay (default 100 ms).
+    pub retry_min: Duration,
+    /// The longest retry delay (default 10 s).
+    pub retry_max: Duration,
+    /// How long one push attempt may take, connecting included (default 5 s).
+    pub push_timeout: Duration,
+    /// How long establishing a connection may take (default 3 s).
+    pub connect_timeout: Duration,
+}
+
+impl ReporterConfig {
+    /// A configuration with the default limits and intervals.
+    pub fn new(
+        endpoint: impl Into<String>,
+        service: impl Into<String>,
+        instance: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            service: service.into(),
+            instance: instance.into(),
+            version: version.into(),
+            token_file: None,
+            tls_ca_file: None,
+            heartbeat_interval: Duration::from_secs(10),
+            batch_max_events: 500,
+            batch_max_delay: Duration::from_millis(200),
+            buffer_max_events: 50_000,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            push_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A reporter could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ReporterError {
+    /// The endpoint is not an `http://` or `https://` URL with a host.
+    #[error("invalid collector endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The service or instance name is empty; the collector would refuse every batch.
+    #[error("the reporter's {0} name is empty")]
+    EmptyName(&'static str),
+    /// The token file cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::auth::AuthError),
+    /// The token is not a valid header value (control characters, non-ASCII).
+    #[error("the token in {0} cannot be sent as an authorization header")]
+    TokenValue(PathBuf),
+    /// The CA certificate file cannot be read.
+    #[error(transparent)]
+    TlsFile(#[from] crate::tls::TlsError),
+    /// The TLS configuration was refused (a CA file that is not PEM, for one).
+    #[error("invalid TLS configuration for {endpoint}: {source}")]
+    Tls {
+        /// The endpoint the configuration was for.
+        endpoint: String,
+        /// Why it was refused.
+        source: tonic::transport::Error,
+    },
+    /// [`Reporter::start`] was called outside a Tokio runtime.
+    #[error("the reporter must be started inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// What a service adds to each heartbeat: its live values (pending bridge
+/// tasks, changed files waiting, requests in flight) that events cannot rebuild.
+///
+/// Called once per heartbeat on a blocking thread; keep it quick.
+pub trait LiveState: Send + Sync + 'static {
+    /// Sets the service's fields (`bridge`, `watcher`, `gateway`) of `heartbeat`.
+    fn fill(&self, heartbeat: &mut Heartbeat);
+}
+
+/// No live values.
+impl LiveState for () {
+    fn fill(&self, _heartbeat: &mut Heartbeat) {}
+}
+
+/// A reporter's counters and connection status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReporterStats {
+    /// Batches the collector acknowledged (duplicates included).
+    pub sent_batches: u64,
+    /// Events in acknowledged batches.
+    pub acked_events: u64,
+    /// Events given up on: the buffer was full, the collector refused their
+    /// batch as invalid, or shutdown's deadline passed before they were acknowledged.
+    pub dropped_events: u64,
+    /// Events reported and not yet acknowledged (waiting, batched or in flight).
+    pub buffered_events: u64,
+    /// The most recent push failure, kept after the collector answers again.
+    pub last_error: Option<String>,
+    /// Whether the collector answered the last push.
+    pub connected: bool,
+}
+
+/// The handle services hold: cheap to clone, usable from async code and from
+/// plain threads.
+#[derive(Clone)]
+pub struct Reporter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Stops both tasks at once, without flushing, when the last handle goes.
+    stop: CancellationToken,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+struct Tasks {
+    sender: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Reporter {
+    /// Starts the reporter's tasks on the current Tokio runtime.
+    ///
+    /// A malformed endpoint or an unusable token or CA file is an error; a
+    /// collector that is not up is not: the reporter connects lazily and
+    /// retries, keeping what is reported meanwhile.
+    pub fn start(
+        config: ReporterConfig,
+        live: Arc<dyn LiveState>,
+    ) -> Result<Reporter, ReporterError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| ReporterError::NoRuntime)?;
+        if config.service.is_empty() {
+            return Err(ReporterError::EmptyName("service"));
+        }
+        if config.instance.is_empty() {
+            return Err(ReporterError::EmptyName("instance"));
+        }
+        let connection = connection::Connection::new(&config)?;
+        let incarnation = loop {
+            let candidate = rand::random::<u64>();
+            if candidate != 0 {
+                break candidate;
+            }
+        };
+        let shared = Arc::new(Shared::new(&config, incarnation));
+        let stop = CancellationToken::new();
+        let sender = runtime
+            .spawn(sender::Sender::new(&config, Arc::clone(&shared), connection).run(stop.clone()));
+        let heartbeat = runtime.spawn(heartbeat::run(
+            config.heartbeat_interval,
+            Arc::clone(&shared),
+            live,
+            stop.clone(),
+        ));
+        tracing::info!(
+            endpoint = %config.endpoint,
+            service = %config.service,
+            instance = %config.instance,
+            incarnation,
+            "event reporter started"
+        );
+        Ok(Reporter {
+            inner: Arc::new(Inner {
+                shared,
+                stop,
+                tasks: Mutex::new(Some(Tasks { sender, heartbeat })),
+            }),
+        })
+    }
+
+    /// Queues one event, stamped with the current time. Never blocks, never
+    /// fails: when the buffer is full the oldest events make room and are
+    /// counted as dropped; after [`shutdown`](Self::shutdown) events are
+    /// dropped and counted.
+    pub fn report(&self, payload: Payload) {
+        self.inner.shared.report(payload);
+    }
+
+    /// The reporter's incarnation: random, non-zero, fixed for its lifetime.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.shared.incarnation()
+    }
+
+    /// The counters and the connection status.
+    pub fn stats(&self) -> ReporterStats {
+        self.inner.shared.stats()
+    }
+
+    /// For the health checker: `Ok` while the collector acknowledges pushes,
+    /// the last error otherwise. Reads cached state only.
+    pub async fn check(&self) -> Result<(), String> {
+        self.inner.shared.check()
+    }
+
+    /// Says goodbye and flushes: reports a [`Goodbye`] with `reason`, then keeps
+    /// pushing until everything is acknowledged or `deadline` has passed, and
+    /// stops the reporter's tasks. What could not be delivered is counted as
+    /// dropped in the returned figures.
+    pub async fn shutdown(self, reason: &str, deadline: Duration) -> ReporterStats {
+        let tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(Tasks { sender, heartbeat }) = tasks else {
+            return self.stats();
+        };
+        // No heartbeat may follow the goodbye: the instance would look alive again.
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        let shared = &self.inner.shared;
+        shared.close(Payload::Goodbye(Goodbye {
+            reason: reason.to_owned(),
+        }));
+        shared.begin_flush(shared::after(deadline));
+        // The sender honours the deadline itself; this only guards against a
+        // sender that cannot run (a runtime shutting down).
+        let grace = deadline.saturating_add(Duration::from_secs(1));
+        if tokio::time::timeout(grace, sender).await.is_err() {
+            self.inner.stop.cancel();
+            shared.drop_everything();
+        }
+        let stats = self.stats();
+        tracing::info!(
+            acked_events = stats.acked_events,
+            dropped_events = stats.dropped_events,
+            "event reporter stopped"
+        );
+        stats
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("incarnation", &self.incarnation())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

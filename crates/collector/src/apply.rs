@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use automation_proto::v1::{self, event::Payload};
 
 use crate::catalog::{self, id};
-use crate::instance::{Incarnation, Instance, Presence};
+use crate::instance::{Instance, Presence};
 
 /// Why an event was rejected: the `reason` of `collector_events_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,9 +165,7 @@ pub fn apply(
                     std::time::Duration::from_secs_f64(h.interval_seconds.min(86_400.0));
             }
             let mut incarnations = inst.incarnations();
-            let state = incarnations
-                .entry(incarnation)
-                .or_insert_with(Incarnation::default);
+            let state = incarnations.entry(incarnation).or_default();
             state.last_seen = Some(now);
             if let Some(p) = &h.process {
                 c.rss.set(p.resident_memory_bytes as f64);
@@ -224,9 +222,9 @@ pub fn apply(
         Payload::TestRun(t) => {
             let w = inst.watcher();
             w.runs.at(s, t.result).increment(1);
-            w.tests_run.index(0).increment(t.tests_passed);
-            w.tests_run.index(1).increment(t.tests_failed);
-            w.tests_run.index(2).increment(t.tests_ignored);
+            w.tests_run.nth(0).increment(t.tests_passed);
+            w.tests_run.nth(1).increment(t.tests_failed);
+            w.tests_run.nth(2).increment(t.tests_ignored);
             w.execution_duration.record(t.duration_seconds);
             w.memory.set(t.peak_rss_bytes as f64);
             w.last_run.set(event_time(event));
@@ -255,9 +253,9 @@ pub fn apply(
                     .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
                     .set(pct);
             }
-            m.tasks.index(0).set(a.tasks_done as f64);
-            m.tasks.index(1).set(a.tasks_in_progress as f64);
-            m.tasks.index(2).set(a.tasks_planned as f64);
+            m.tasks.nth(0).set(a.tasks_done as f64);
+            m.tasks.nth(1).set(a.tasks_in_progress as f64);
+            m.tasks.nth(2).set(a.tasks_planned as f64);
             m.active_tasks.set(a.tasks_in_progress as f64);
             m.last_run.set(event_time(event));
         }
@@ -270,12 +268,9 @@ pub fn apply(
             if let Some(ttft) = call.time_to_first_token_seconds {
                 model.ttft.record(ttft);
             }
-            model.tokens.index(0).increment(call.input_cache_hit_tokens);
-            model
-                .tokens
-                .index(1)
-                .increment(call.input_cache_miss_tokens);
-            model.tokens.index(2).increment(call.output_tokens);
+            model.tokens.nth(0).increment(call.input_cache_hit_tokens);
+            model.tokens.nth(1).increment(call.input_cache_miss_tokens);
+            model.tokens.nth(2).increment(call.output_tokens);
             model.reasoning_tokens.increment(call.reasoning_tokens);
             for reason in &call.retries {
                 model.retries.at(s, *reason).increment(1);

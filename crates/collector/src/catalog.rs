@@ -86,7 +86,22 @@ pub const API_STATUSES: &[&str] = &[
 pub const RETRY_REASONS: &[&str] = &["rate_limited", "server_error", "timeout", "connection"];
 /// `deepseek_api_tokens_used_total{type}`.
 pub const TOKEN_TYPES: &[&str] = &["input_cache_hit", "input_cache_miss", "output"];
-/// `collector_pushes_total{code}`.
+/// The answer to a push: the `code` of `collector_pushes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushCode {
+    /// Applied.
+    Ok = 0,
+    /// Refused whole with `INVALID_ARGUMENT`.
+    Invalid = 1,
+    /// No or a wrong bearer token.
+    Unauthenticated = 2,
+    /// Saturated: `RESOURCE_EXHAUSTED`.
+    Exhausted = 3,
+    /// A replay, not applied again.
+    Duplicate = 4,
+}
+
+/// `collector_pushes_total{code}`, in [`PushCode`] order.
 pub const PUSH_CODES: &[&str] = &["ok", "invalid", "unauthenticated", "exhausted", "duplicate"];
 /// `collector_events_received_total{event}`, in `event::Payload` order.
 pub const EVENTS: &[&str] = &[

@@ -171,7 +171,7 @@ impl<H: Handle> Fixed<H> {
     }
 
     /// The series for the `index`th allowed value.
-    pub fn index(&self, index: usize) -> &H {
+    pub fn nth(&self, index: usize) -> &H {
         &self.handles[index]
     }
 
@@ -228,13 +228,6 @@ impl<V: Clone> Free<V> {
         let made = make(key);
         map.insert(key.to_owned(), made.clone());
         made
-    }
-
-    /// Drops the entry for `value`; its series stay in the recorder until the
-    /// instance goes, so this only stops further use.
-    pub fn values(&self) -> Vec<(String, V)> {
-        let map = self.by_value.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 

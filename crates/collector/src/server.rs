@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use crate::catalog::PushCode;
 use crate::render;
 use crate::state::{Outcome, State};
 
@@ -39,7 +40,7 @@ impl Collector for CollectorService {
     async fn push(&self, request: Request<EventBatch>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
         let Ok(_permit) = self.permits.try_acquire() else {
-            self.state.count_push(3);
+            self.state.count_push(PushCode::Exhausted);
             return Err(Status::resource_exhausted(
                 "collector saturated: retry with backoff",
             ));
@@ -63,7 +64,7 @@ pub struct CountingAuth {
 impl tonic::service::Interceptor for CountingAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         if let Err(status) = self.auth.check(request.metadata()) {
-            self.state.count_push(2);
+            self.state.count_push(PushCode::Unauthenticated);
             return Err(status);
         }
         Ok(request)

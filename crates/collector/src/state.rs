@@ -9,9 +9,9 @@ use automation_proto::v1::{self, EventBatch, PushResponse};
 use prost::Message;
 
 use crate::apply::{self, Reject};
-use crate::catalog::{self, COMPONENTS, METRICS, OTHER, id};
+use crate::catalog::{self, COMPONENTS, METRICS, OTHER, PushCode, id};
 use crate::guard::Guard;
-use crate::instance::{Incarnation, Instance, Presence};
+use crate::instance::{Instance, Presence};
 
 /// Limits and timings of a collector.
 #[derive(Debug, Clone)]
@@ -139,10 +139,9 @@ impl State {
             .increment(1);
     }
 
-    /// Counts a push refused before it reached [`State::push`] (`code` as in
-    /// [`catalog::PUSH_CODES`]).
-    pub fn count_push(&self, code: usize) {
-        self.own.collector().pushes.index(code).increment(1);
+    /// Counts a push refused before it reached [`State::push`].
+    pub fn count_push(&self, code: PushCode) {
+        self.own.collector().pushes.nth(code as usize).increment(1);
     }
 
     /// Records how long a push took.
@@ -237,7 +236,7 @@ impl State {
     pub fn push(&self, batch: &EventBatch) -> Outcome {
         let own = self.own.collector();
         if let Err(problem) = self.check_batch(batch) {
-            own.pushes.index(1).increment(1);
+            own.pushes.nth(PushCode::Invalid as usize).increment(1);
             return Outcome::Invalid(problem);
         }
         let source = batch.source.as_ref().expect("checked");
@@ -245,12 +244,10 @@ impl State {
         let inst = self.instance(source, now);
         {
             let mut incarnations = inst.incarnations();
-            let state = incarnations
-                .entry(source.incarnation)
-                .or_insert_with(Incarnation::default);
+            let state = incarnations.entry(source.incarnation).or_default();
             state.last_seen = Some(now);
             if !state.window.check_and_mark(batch.sequence) {
-                own.pushes.index(4).increment(1);
+                own.pushes.nth(PushCode::Duplicate as usize).increment(1);
                 return Outcome::Applied(PushResponse {
                     sequence: batch.sequence,
                     accepted: 0,
@@ -282,12 +279,12 @@ impl State {
             }
         }
         for (i, n) in received.iter().enumerate().filter(|(_, n)| **n > 0) {
-            own.received.index(i).increment(*n);
+            own.received.nth(i).increment(*n);
         }
         for (i, n) in rejected.iter().enumerate().filter(|(_, n)| **n > 0) {
-            own.rejected.index(i).increment(*n);
+            own.rejected.nth(i).increment(*n);
         }
-        own.pushes.index(0).increment(1);
+        own.pushes.nth(PushCode::Ok as usize).increment(1);
         Outcome::Applied(PushResponse {
             sequence: batch.sequence,
             accepted,

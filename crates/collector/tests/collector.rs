@@ -1041,7 +1041,10 @@ async fn the_exposition_passes_promtool_check_metrics() {
             ..Default::default()
         }),
     ];
-    client.push(batch("test-watcher", "tw", 1, payloads)).await.unwrap();
+    client
+        .push(batch("test-watcher", "tw", 1, payloads))
+        .await
+        .unwrap();
     client
         .push(batch(
             "api-gateway",
@@ -1081,13 +1084,21 @@ async fn the_exposition_passes_promtool_check_metrics() {
         .spawn()
         .expect("promtool is needed (Debian package prometheus; `make test` installs it)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
     assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
 }

@@ -1,0 +1,35 @@
+# The project's commands. `make run` starts the platform locally;
+# `make test` installs what the checks need, then runs every check.
+
+CARGO ?= cargo
+
+.PHONY: run test tools fmt-check clippy rust-test bench catalog
+
+## Build (release) and start the platform locally.
+run:
+	$(CARGO) build --release --locked -p automation-collector
+	@echo "collector: gRPC 0.0.0.0:50051, HTTP http://127.0.0.1:9400 (/metrics, /health, /ready)"
+	./target/release/collector
+
+## Every check: formatting, clippy -D warnings, all tests.
+test: tools fmt-check clippy rust-test
+
+tools:
+	./scripts/install-test-tools.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+rust-test:
+	$(CARGO) test --workspace --locked
+
+## Benchmarks that print figures.
+bench:
+	$(CARGO) bench --locked -p automation-collector --bench collector
+
+## Print the collector's metric catalog (JSON).
+catalog:
+	@$(CARGO) run --quiet --locked -p automation-collector --bin collector -- catalog

@@ -29,6 +29,7 @@ rust-test:
 ## Benchmarks that print figures.
 bench:
 	$(CARGO) bench --locked -p automation-collector --bench collector
+	$(CARGO) bench --locked -p automation-async-bridge --bench bridge
 
 ## Print the collector's metric catalog (JSON).
 catalog:

@@ -3,6 +3,8 @@
 //! * [`reporter`]: the event reporter, the client each service embeds to send
 //!   its events to the collector (batched, retried, deduplicated by sequence).
 //! * [`sampler`]: process and system figures for the reporter's heartbeat.
+//! * [`bridge`]: the async bridge's calls as events, its live values in the
+//!   heartbeat.
 //! * [`config`]: the flags every service takes (clap, each with `env =`), and
 //!   the exit code 64 for a bad configuration.
 //! * [`logging`]: tracing setup, text or JSON.
@@ -11,6 +13,7 @@
 //! * [`tls`]: TLS for gRPC listeners and clients.
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod logging;
 pub mod reporter;

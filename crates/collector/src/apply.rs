@@ -248,10 +248,16 @@ pub fn apply(
             for found in &a.newly_completed {
                 m.markers_found.at(s, found.marker).increment(found.count);
             }
-            if let Some(pct) = a.coverage_percent {
-                m.coverage
-                    .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
-                    .set(pct);
+            // Absent while unknown: hidden rather than left at a stale value.
+            let coverage = catalog::METRICS[id::AA_COVERAGE].name;
+            match a.coverage_percent {
+                Some(pct) => {
+                    m.coverage
+                        .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
+                        .set(pct);
+                    inst.show(coverage, "");
+                }
+                None => inst.hide(coverage, ""),
             }
             m.tasks.nth(0).set(a.tasks_done as f64);
             m.tasks.nth(1).set(a.tasks_in_progress as f64);
@@ -282,7 +288,7 @@ pub fn apply(
                 model.cost.record(cost);
             }
             if !call.error_kind.is_empty() {
-                gateway_error(inst, &call.model, &call.error_kind);
+                gateway_error(inst, &model.name, &call.error_kind);
             }
             gw.in_flight.set(call.in_flight_requests as f64);
         }
@@ -308,7 +314,10 @@ pub fn apply(
             match inst.component {
                 "test-watcher" => count_kind(inst, &inst.watcher().errors, id::TW_ERRORS, kind),
                 "audit-agent" => count_kind(inst, &inst.audit().errors, id::AA_ERRORS, kind),
-                "api-gateway" => gateway_error(inst, &e.model, kind),
+                "api-gateway" => {
+                    let model = inst.gateway().model(s, non_empty(&e.model));
+                    gateway_error(inst, &model.name, kind);
+                }
                 // Components without an error metric: the event is counted
                 // as received and logged, which is all there is to do.
                 _ => {

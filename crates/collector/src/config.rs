@@ -65,6 +65,9 @@ pub struct CollectorArgs {
     /// How long the series of an instance that said goodbye stay.
     #[arg(long, env = "STOPPED_LINGER", value_parser = parse_duration, default_value = "5m")]
     pub stopped_linger: Duration,
+    /// How long replay windows outlive a silent reporter's series.
+    #[arg(long, env = "DEDUP_MEMORY", value_parser = parse_duration, default_value = "6h")]
+    pub dedup_memory: Duration,
     /// How often silent instances are looked for.
     #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub sweep_interval: Duration,
@@ -81,6 +84,7 @@ impl CollectorArgs {
             max_label_length: self.max_label_length,
             idle_timeout: self.idle_timeout,
             stopped_linger: self.stopped_linger,
+            dedup_memory: self.dedup_memory,
         }
     }
 }

@@ -199,7 +199,11 @@ pub struct Free<V> {
     id: usize,
     width: usize,
     by_value: Mutex<HashMap<String, V>>,
+    folded: AtomicUsize,
 }
+
+/// Refused values remembered per family and instance, at most.
+const MAX_FOLDED_VALUES: usize = 10_000;
 
 impl<V: Clone> Free<V> {
     /// For metric `id`, where one new value adds `width` label sets.
@@ -208,6 +212,7 @@ impl<V: Clone> Free<V> {
             id,
             width,
             by_value: Mutex::new(HashMap::new()),
+            folded: AtomicUsize::new(0),
         }
     }
 
@@ -217,17 +222,24 @@ impl<V: Clone> Free<V> {
         if let Some(v) = map.get(value) {
             return v.clone();
         }
-        let key = if value == OTHER || series.admits(self.id, self.width) {
-            value
-        } else {
-            OTHER
-        };
-        if let Some(v) = map.get(key) {
-            return v.clone();
+        if value == OTHER || series.admits(self.id, self.width) {
+            let made = make(value);
+            map.insert(value.to_owned(), made.clone());
+            return made;
         }
-        let made = make(key);
-        map.insert(key.to_owned(), made.clone());
-        made
+        let other = match map.get(OTHER) {
+            Some(v) => v.clone(),
+            None => {
+                let made = make(OTHER);
+                map.insert(OTHER.to_owned(), made.clone());
+                made
+            }
+        };
+        // Remember the refusal, so each refused value is counted once.
+        if self.folded.fetch_add(1, Ordering::Relaxed) < MAX_FOLDED_VALUES {
+            map.insert(value.to_owned(), other.clone());
+        }
+        other
     }
 }
 
@@ -348,6 +360,8 @@ impl AuditMetrics {
 /// api-gateway series of one model.
 #[derive(Debug)]
 pub struct ModelMetrics {
+    /// The `model` label (the model, or `other` past the guard).
+    pub name: String,
     pub calls: Fixed<Counter>,
     pub rate_limits: Counter,
     pub retries: Fixed<Counter>,
@@ -363,6 +377,7 @@ impl ModelMetrics {
     fn new(s: &Series, model: &str) -> Self {
         let m = [("model", model)];
         Self {
+            name: model.to_owned(),
             calls: Fixed::new(s, id::API_CALLS, &m),
             rate_limits: s.register(id::API_RATE_LIMITS, &m),
             retries: Fixed::new(s, id::API_RETRIES, &m),
@@ -475,10 +490,15 @@ pub struct Instance {
     collector: OnceLock<CollectorMetrics>,
     pub liveness: Mutex<Liveness>,
     pub incarnations: Mutex<HashMap<u64, Incarnation>>,
+    /// Series left out of `/metrics` (the exporter cannot delete one):
+    /// (metric name, a fragment its labels contain).
+    hidden: Mutex<Vec<(&'static str, String)>>,
 }
 
-/// The heartbeat interval assumed until an instance's first heartbeat says its own.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// The heartbeat interval assumed until an instance's first heartbeat says
+/// its own: generous, so an instance whose first batch after a collector
+/// restart carries no heartbeat is not marked down before its heartbeat comes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Instance {
     /// A new instance with its known label sets at 0, marked up.
@@ -508,6 +528,7 @@ impl Instance {
                 version: String::new(),
             }),
             incarnations: Mutex::new(HashMap::new()),
+            hidden: Mutex::new(Vec::new()),
         };
         match component {
             "test-watcher" => {
@@ -562,22 +583,70 @@ impl Instance {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `version` in `automation_component_info`, retiring the old one.
+    /// Leaves the series of `metric` whose labels contain `fragment` out of
+    /// `/metrics` until shown again.
+    pub fn hide(&self, metric: &'static str, fragment: &str) {
+        let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
+        if !hidden.iter().any(|(m, f)| *m == metric && f == fragment) {
+            hidden.push((metric, fragment.to_owned()));
+        }
+    }
+
+    /// Undoes [`Instance::hide`].
+    pub fn show(&self, metric: &'static str, fragment: &str) {
+        let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
+        hidden.retain(|(m, f)| !(*m == metric && f == fragment));
+    }
+
+    /// This instance's exposition text, without its hidden series.
+    pub fn render(&self) -> String {
+        let text = self.series.handle().render();
+        let hidden = self
+            .hidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if hidden.is_empty() {
+            return text;
+        }
+        let mut kept = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let drop = hidden.iter().any(|(metric, fragment)| {
+                line.strip_prefix(metric).is_some_and(|rest| {
+                    rest.starts_with(['{', ' ']) && rest.contains(fragment.as_str())
+                })
+            });
+            if !drop {
+                kept.push_str(line);
+            }
+        }
+        kept
+    }
+
+    /// Records `version` in `automation_component_info`; the series of a
+    /// previous version leaves `/metrics`.
     pub fn set_version(&self, version: &str) {
         let mut live = self.liveness();
         if live.version == version {
             return;
         }
         if !live.version.is_empty() {
-            let old = self.common.info.get(&self.series, &live.version, |v| {
-                self.series.register(id::INFO, &[("version", v)])
-            });
-            old.set(0.0);
+            self.hide(METRICS[id::INFO].name, &version_fragment(&live.version));
         }
         let gauge = self.common.info.get(&self.series, version, |v| {
             self.series.register(id::INFO, &[("version", v)])
         });
         gauge.set(1.0);
+        self.show(METRICS[id::INFO].name, &version_fragment(version));
         live.version = version.to_owned();
     }
+}
+
+/// `version="…"` as the exporter writes the label.
+fn version_fragment(version: &str) -> String {
+    let escaped = version
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("version=\"{escaped}\"")
 }

@@ -134,7 +134,6 @@ pub async fn run(
     if let Some(tls) = config.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
-    let service = server::CollectorService::new(Arc::clone(&state), config.max_concurrent_pushes);
     let stop = CancellationToken::new();
     let grpc_server = builder
         .add_service(health.grpc_service())
@@ -143,9 +142,10 @@ pub async fn run(
             config.auth.clone(),
         ))
         .add_service(server::grpc_service(
-            service,
+            Arc::clone(&state),
             config.auth.clone(),
             config.limits.max_batch_bytes.saturating_mul(4),
+            config.max_concurrent_pushes,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
     let router = server::metrics_router(Arc::clone(&state)).merge(health.router());

@@ -29,7 +29,7 @@ pub fn render(state: &State) -> String {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|inst| inst.series.handle().render())
+                        .map(|inst| inst.render())
                         .collect::<Vec<String>>()
                 })
             })

@@ -1,7 +1,10 @@
 //! The collector's network faces: the gRPC `automation.v1.Collector` service
 //! and the HTTP admin router (`/metrics`, `/health`, `/ready`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use automation_proto::v1::collector_server::{Collector, CollectorServer};
@@ -11,6 +14,8 @@ use axum::extract::State as AxumState;
 use axum::http::header;
 use axum::response::IntoResponse;
 use tokio::sync::Semaphore;
+use tonic::codegen::http;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -22,16 +27,12 @@ use crate::state::{Outcome, State};
 #[derive(Debug, Clone)]
 pub struct CollectorService {
     state: Arc<State>,
-    permits: Arc<Semaphore>,
 }
 
 impl CollectorService {
-    /// The service over `state`, processing at most `max_concurrent` pushes at once.
-    pub fn new(state: Arc<State>, max_concurrent: usize) -> Self {
-        Self {
-            state,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-        }
+    /// The service over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
     }
 }
 
@@ -39,12 +40,6 @@ impl CollectorService {
 impl Collector for CollectorService {
     async fn push(&self, request: Request<EventBatch>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
-        let Ok(_permit) = self.permits.try_acquire() else {
-            self.state.count_push(PushCode::Exhausted);
-            return Err(Status::resource_exhausted(
-                "collector saturated: retry with backoff",
-            ));
-        };
         let outcome = self.state.push(request.get_ref());
         self.state.observe_push(started.elapsed().as_secs_f64());
         match outcome {
@@ -71,19 +66,71 @@ impl tonic::service::Interceptor for CountingAuth {
     }
 }
 
-/// The gRPC service behind `auth`, accepting messages up to `max_decoding`
-/// bytes (the batch size limit itself is checked in [`State::push`], so an
-/// oversized batch gets `INVALID_ARGUMENT` naming the problem).
+/// Admission control: at most `permits` pushes are decoded and applied at
+/// once; past that a push is answered `RESOURCE_EXHAUSTED` at once, before
+/// its body is read, so a saturated collector pushes back instead of
+/// piling decoded batches up in memory. Reporters retry with backoff.
+#[derive(Debug, Clone)]
+pub struct Admission<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    state: Arc<State>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Admission<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => {
+                let response = self.inner.call(request);
+                Box::pin(async move {
+                    let response = response.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                self.state.count_push(PushCode::Exhausted);
+                let status = Status::resource_exhausted("collector saturated: retry with backoff");
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Admission<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The service as served: `auth`, admission control, then decoding of
+/// messages up to `max_decoding` bytes (the batch size limit itself is
+/// checked in [`State::push`], so an oversized batch below this ceiling gets
+/// `INVALID_ARGUMENT` naming the problem).
 pub fn grpc_service(
-    service: CollectorService,
+    state: Arc<State>,
     auth: BearerAuth,
     max_decoding: usize,
-) -> InterceptedService<CollectorServer<CollectorService>, CountingAuth> {
-    let state = Arc::clone(&service.state);
-    InterceptedService::new(
-        CollectorServer::new(service).max_decoding_message_size(max_decoding),
-        CountingAuth { auth, state },
-    )
+    max_concurrent: usize,
+) -> InterceptedService<Admission<CollectorServer<CollectorService>>, CountingAuth> {
+    let admission = Admission {
+        inner: CollectorServer::new(CollectorService::new(Arc::clone(&state)))
+            .max_decoding_message_size(max_decoding),
+        permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        state: Arc::clone(&state),
+    };
+    InterceptedService::new(admission, CountingAuth { auth, state })
 }
 
 /// `/metrics`, rendered on a blocking thread so scrapes never stall the gRPC workers.

@@ -1,8 +1,8 @@
 //! The collector's state: the instances it knows, what it does with a batch,
 //! and the upkeep that marks silent instances down and forgets idle ones.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use automation_proto::v1::{self, EventBatch, PushResponse};
@@ -11,7 +11,7 @@ use prost::Message;
 use crate::apply::{self, Reject};
 use crate::catalog::{self, COMPONENTS, METRICS, OTHER, PushCode, id};
 use crate::guard::Guard;
-use crate::instance::{Instance, Presence};
+use crate::instance::{Incarnation, Instance, Presence};
 
 /// Limits and timings of a collector.
 #[derive(Debug, Clone)]
@@ -30,6 +30,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a stopped instance's series stay after its goodbye.
     pub stopped_linger: Duration,
+    /// How long replay windows are kept after their incarnation was last
+    /// heard from, even once the instance's series are gone: a reporter
+    /// cut off for longer than the idle timeout still must not have its
+    /// replays counted twice.
+    pub dedup_memory: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +47,7 @@ impl Default for Limits {
             max_label_length: 128,
             idle_timeout: Duration::from_secs(15 * 60),
             stopped_linger: Duration::from_secs(5 * 60),
+            dedup_memory: Duration::from_secs(6 * 60 * 60),
         }
     }
 }
@@ -55,7 +61,33 @@ pub enum Outcome {
     Invalid(String),
 }
 
-type Instances = RwLock<HashMap<String, Arc<Instance>>>;
+/// The instances of one component, and the names folded into `other`
+/// because the component had `max_instances` already.
+#[derive(Debug, Default)]
+struct Component {
+    instances: HashMap<String, Arc<Instance>>,
+    folded: HashSet<String>,
+}
+
+impl Component {
+    fn find(&self, name: &str) -> Option<&Arc<Instance>> {
+        self.instances.get(name).or_else(|| {
+            if self.folded.contains(name) {
+                self.instances.get(OTHER)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+type Instances = RwLock<Component>;
+
+/// Replay windows of forgotten instances, by (component index, name).
+type Retired = HashMap<(usize, String), (Instant, HashMap<u64, Incarnation>)>;
+
+/// Names folded into `other` remembered per component, at most.
+const MAX_FOLDED: usize = 100_000;
 
 /// The collector's state, shared by the gRPC service, `/metrics` and upkeep.
 pub struct State {
@@ -65,6 +97,7 @@ pub struct State {
     instances: Vec<Instances>,
     own: Arc<Instance>,
     limited: Limited,
+    retired: Mutex<Retired>,
 }
 
 type Limited = Arc<dyn Fn(usize) + Send + Sync>;
@@ -114,6 +147,7 @@ impl State {
                 instances: (0..=COMPONENTS.len()).map(|_| RwLock::default()).collect(),
                 own,
                 limited,
+                retired: Mutex::default(),
             }
         })
     }
@@ -155,6 +189,9 @@ impl State {
         if source.service.is_empty() {
             return Err("source.service is empty".into());
         }
+        if source.service == "collector" {
+            return Err("source.service \"collector\" is reserved for the collector itself".into());
+        }
         if source.instance.is_empty() {
             return Err("source.instance is empty".into());
         }
@@ -195,39 +232,60 @@ impl State {
     }
 
     /// The instance a source reports as, created (with its known series at
-    /// 0) on first sight.
+    /// 0) on first sight, and marked alive while the component's map is
+    /// locked, so a concurrent sweep cannot forget it between lookup and use.
     fn instance(&self, source: &v1::Source, now: Instant) -> Arc<Instance> {
         let index = component_index(&source.service);
         let map = &self.instances[index];
-        if let Some(found) = map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&source.instance)
         {
-            return Arc::clone(found);
+            let read = map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = read.find(&source.instance) {
+                self.alive(found, now);
+                return Arc::clone(found);
+            }
         }
         let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
-        let name =
-            if write.contains_key(&source.instance) || write.len() < self.limits.max_instances {
-                source.instance.as_str()
-            } else {
-                self.count_limited(id::UP);
-                OTHER
-            };
-        let instance = write.entry(name.to_owned()).or_insert_with(|| {
-            tracing::info!(
-                component = component_name(index),
-                instance = name,
-                "new instance"
-            );
-            Arc::new(Instance::new(
-                component_name(index),
-                name,
-                Arc::clone(&self.guard),
-                Arc::clone(&self.limited),
-                now,
-            ))
-        });
+        if let Some(found) = write.find(&source.instance) {
+            self.alive(found, now);
+            return Arc::clone(found);
+        }
+        let name = if write.instances.len() < self.limits.max_instances {
+            source.instance.as_str()
+        } else {
+            self.count_limited(id::UP);
+            if write.folded.len() < MAX_FOLDED {
+                write.folded.insert(source.instance.clone());
+            }
+            OTHER
+        };
+        let component = &mut *write;
+        let instance = component
+            .instances
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                tracing::info!(
+                    component = component_name(index),
+                    instance = name,
+                    "new instance"
+                );
+                let instance = Instance::new(
+                    component_name(index),
+                    name,
+                    Arc::clone(&self.guard),
+                    Arc::clone(&self.limited),
+                    now,
+                );
+                let retired = self
+                    .retired
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&(index, name.to_owned()));
+                if let Some((_, incarnations)) = retired {
+                    *instance.incarnations() = incarnations;
+                }
+                Arc::new(instance)
+            });
+        self.alive(instance, now);
         Arc::clone(instance)
     }
 
@@ -256,7 +314,6 @@ impl State {
                 });
             }
         }
-        self.alive(&inst, now);
         inst.set_version(&source.version);
 
         let mut received = [0u64; catalog::EVENTS.len()];
@@ -308,9 +365,19 @@ impl State {
     /// those idle past the timeout (or stopped past the linger), and forgets
     /// replay windows of incarnations idle past the timeout.
     pub fn sweep(&self, now: Instant) {
-        for map in &self.instances {
+        let memory = self.limits.dedup_memory;
+        let fresh = |inc: &Incarnation| {
+            inc.last_seen
+                .is_some_and(|seen| now.saturating_duration_since(seen) <= memory)
+        };
+        for (index, map) in self.instances.iter().enumerate() {
             let mut forget = Vec::new();
-            for (name, inst) in map.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            for (name, inst) in map
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .instances
+                .iter()
+            {
                 let mut live = inst.liveness();
                 let silent = now.saturating_duration_since(live.last_seen);
                 match live.presence {
@@ -320,7 +387,7 @@ impl State {
                         inst.common.up.set(0.0);
                     }
                     Presence::Down { .. } if silent > self.limits.idle_timeout => {
-                        forget.push(name.clone())
+                        forget.push(name.clone());
                     }
                     Presence::Stopped { since }
                         if now.saturating_duration_since(since) > self.limits.stopped_linger =>
@@ -330,27 +397,34 @@ impl State {
                     _ => {}
                 }
                 drop(live);
-                inst.incarnations().retain(|_, inc| {
-                    inc.last_seen.is_some_and(|seen| {
-                        now.saturating_duration_since(seen) <= self.limits.idle_timeout
-                    })
-                });
+                inst.incarnations().retain(|_, inc| fresh(inc));
             }
             if !forget.is_empty() {
                 let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
+                let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
                 for name in forget {
                     // A batch may have revived it since the read pass.
-                    let still_gone = write.get(&name).is_some_and(|inst| {
-                        let live = inst.liveness();
-                        live.presence != Presence::Up
-                    });
-                    if still_gone {
+                    let still_gone = write
+                        .instances
+                        .get(&name)
+                        .is_some_and(|inst| inst.liveness().presence != Presence::Up);
+                    if still_gone && let Some(inst) = write.instances.remove(&name) {
                         tracing::info!(instance = %name, "forgetting idle instance and its series");
-                        write.remove(&name);
+                        let incarnations = std::mem::take(&mut *inst.incarnations());
+                        if !incarnations.is_empty() {
+                            retired.insert((index, name), (now, incarnations));
+                        }
                     }
                 }
             }
         }
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (_, incarnations)| {
+                incarnations.retain(|_, inc| fresh(inc));
+                !incarnations.is_empty()
+            });
     }
 
     /// Every instance, the collector's own first.
@@ -360,6 +434,7 @@ impl State {
             all.extend(
                 map.read()
                     .unwrap_or_else(PoisonError::into_inner)
+                    .instances
                     .values()
                     .cloned(),
             );

@@ -602,6 +602,10 @@ async fn malformed_batches_are_refused_whole_and_change_nothing() {
             batch("test-watcher", &"i".repeat(500), 1, vec![heartbeat(1.0)]),
             "source.instance is 500 bytes",
         ),
+        (
+            batch("collector", "collector-test", 1, vec![heartbeat(1.0)]),
+            "reserved",
+        ),
     ];
     for (bad, problem) in cases {
         let status = client.push(bad).await.unwrap_err();
@@ -617,7 +621,7 @@ async fn malformed_batches_are_refused_whole_and_change_nothing() {
     assert!(!after.has("automation_component_up", &[("component", "test-watcher")]));
     assert_eq!(
         after.value("collector_pushes_total", &[("code", "invalid")]),
-        4.0
+        5.0
     );
     assert_eq!(
         after.value("collector_pushes_total", &[("code", "ok")]),
@@ -846,6 +850,7 @@ async fn idle_instances_are_forgotten_without_any_scrape() {
         .unwrap();
     let state = &collector.handles.state;
     let errors = catalog::id::TW_ERRORS;
+    let replay = || batch("test-watcher", "gone", 2, vec![]);
     assert_eq!(state.series_count(errors), 1);
     within("instance forgotten", async {
         while state.instances().iter().any(|i| i.name == "gone") {
@@ -863,6 +868,14 @@ async fn idle_instances_are_forgotten_without_any_scrape() {
     assert!(!m.has("test_watcher_errors_total", &[]));
     // The collector's own series never expire.
     assert!(m.has("automation_component_up", &[("component", "collector")]));
+
+    // The replay windows outlive the series: a reporter cut off for longer
+    // than the idle timeout that replays an applied batch is not counted twice.
+    let answer = client.push(replay()).await.unwrap().into_inner();
+    assert!(
+        answer.duplicate,
+        "a replay after the instance was forgotten"
+    );
 }
 
 #[tokio::test]
@@ -1101,4 +1114,146 @@ async fn the_exposition_passes_promtool_check_metrics() {
         "promtool check metrics failed:\n{report}"
     );
     assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
+}
+
+#[tokio::test]
+async fn unknown_coverage_is_absent_and_an_old_version_leaves_info() {
+    let collector = TestCollector::start(config()).await;
+    let mut client = collector.client().await;
+    let audit = |sequence, coverage| {
+        batch(
+            "audit-agent",
+            "aa",
+            sequence,
+            vec![Payload::AuditRun(v1::AuditRun {
+                result: v1::AuditResult::Ok as i32,
+                duration_seconds: 1.0,
+                coverage_percent: coverage,
+                ..Default::default()
+            })],
+        )
+    };
+    let aa = [("component", "audit-agent"), ("component_instance", "aa")];
+    client.push(audit(1, None)).await.unwrap();
+    assert!(
+        !collector
+            .metrics()
+            .await
+            .has("audit_agent_coverage_percent", &aa)
+    );
+    client.push(audit(2, Some(75.0))).await.unwrap();
+    assert_eq!(
+        collector
+            .metrics()
+            .await
+            .value("audit_agent_coverage_percent", &aa),
+        75.0
+    );
+    client.push(audit(3, None)).await.unwrap();
+    assert!(
+        !collector
+            .metrics()
+            .await
+            .has("audit_agent_coverage_percent", &aa),
+        "unknown again: absent, not the stale 75"
+    );
+
+    let mut upgraded = audit(4, Some(80.0));
+    upgraded.source.as_mut().unwrap().version = "2.0.0".into();
+    client.push(upgraded).await.unwrap();
+    let m = collector.metrics().await;
+    let versions: Vec<(String, f64)> = m
+        .matching("automation_component_info", &aa)
+        .map(|(labels, v)| (labels["version"].clone(), v))
+        .collect();
+    assert_eq!(versions, vec![("2.0.0".to_owned(), 1.0)]);
+    assert_eq!(m.value("audit_agent_coverage_percent", &aa), 80.0);
+}
+
+#[tokio::test]
+async fn a_saturated_collector_answers_resource_exhausted_and_applies_nothing_of_it() {
+    let mut config = config();
+    config.max_concurrent_pushes = 1;
+    let collector = TestCollector::start(config).await;
+    let big = |reporter: usize, sequence: u64| {
+        let payloads = (0..5_000)
+            .map(|_| {
+                Payload::FileChanges(v1::FileChanges {
+                    files_processed: 1,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        batch("test-watcher", &format!("r{reporter}"), sequence, payloads)
+    };
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(collector.client().await);
+    }
+    let (mut exhausted, mut applied) = (0u64, 0u64);
+    for round in 1..=50u64 {
+        let pushes = clients.iter().enumerate().map(|(r, client)| {
+            let mut client = client.clone();
+            let batch = big(r, round);
+            tokio::spawn(async move { client.push(batch).await })
+        });
+        for push in pushes.collect::<Vec<_>>() {
+            match push.await.unwrap() {
+                Ok(answer) => applied += u64::from(answer.into_inner().accepted),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                    exhausted += 1;
+                }
+            }
+        }
+        if exhausted > 0 {
+            break;
+        }
+    }
+    assert!(
+        exhausted > 0,
+        "eight concurrent pushes never saturated a one-push collector"
+    );
+    let m = collector.metrics().await;
+    assert_eq!(
+        m.value("collector_pushes_total", &[("code", "exhausted")]),
+        exhausted as f64
+    );
+    let files: f64 = m
+        .matching("test_watcher_files_processed_total", &[])
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(files, applied as f64, "refused pushes applied nothing");
+}
+
+#[tokio::test]
+async fn a_call_without_a_model_is_labelled_alike_in_calls_and_errors() {
+    let collector = TestCollector::start(config()).await;
+    let call = Payload::ApiCall(v1::ApiCall {
+        status: v1::ApiStatus::Timeout as i32,
+        duration_seconds: 30.0,
+        error_kind: "timeout".into(),
+        ..Default::default()
+    });
+    collector
+        .client()
+        .await
+        .push(batch("api-gateway", "gw", 1, vec![call]))
+        .await
+        .unwrap();
+    let m = collector.metrics().await;
+    assert_eq!(
+        m.value(
+            "deepseek_api_calls_total",
+            &[("model", "unknown"), ("status", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_errors_total",
+            &[("model", "unknown"), ("kind", "timeout")]
+        ),
+        1.0
+    );
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_telemetry::config::{CommonArgs, parse_duration};
+use automation_telemetry::config::{CommonArgs, parse_duration, parse_interval};
 
 use crate::state::Limits;
 
@@ -69,7 +69,7 @@ pub struct CollectorArgs {
     #[arg(long, env = "DEDUP_MEMORY", value_parser = parse_duration, default_value = "6h")]
     pub dedup_memory: Duration,
     /// How often silent instances are looked for.
-    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_interval, default_value = "1s")]
     pub sweep_interval: Duration,
 }
 

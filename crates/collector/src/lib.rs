@@ -31,10 +31,11 @@ use automation_health::HealthChecker;
 use automation_proto::v1::{Event, Heartbeat, event::Payload};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::sampler::Sampler;
+use automation_telemetry::serve::{Listeners, ServeOptions, serve};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::service::Routes;
+use tonic::transport::ServerTlsConfig;
 
 pub use state::{Limits, State};
 
@@ -82,18 +83,7 @@ impl Config {
 }
 
 /// What can stop the collector.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The gRPC server failed (TLS setup, a listener error).
-    #[error("gRPC server: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    /// The HTTP admin server failed.
-    #[error("HTTP admin server: {0}")]
-    Http(#[from] std::io::Error),
-    /// Server reflection could not be set up.
-    #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
+pub type Error = automation_telemetry::serve::ServeError;
 
 /// A running collector's handles, for the stack and tests.
 #[derive(Debug, Clone)]
@@ -126,67 +116,41 @@ pub async fn run(
         background.clone(),
     ));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(automation_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let mut builder = Server::builder();
-    if let Some(tls) = config.tls.clone() {
-        builder = builder.tls_config(tls)?;
-    }
-    let stop = CancellationToken::new();
-    let grpc_server = builder
-        .add_service(health.grpc_service())
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            reflection,
-            config.auth.clone(),
-        ))
-        .add_service(server::grpc_service(
-            Arc::clone(&state),
-            config.auth.clone(),
-            config.limits.max_batch_bytes.saturating_mul(4),
-            config.max_concurrent_pushes,
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
-    let router = server::metrics_router(Arc::clone(&state)).merge(health.router());
-    let http_server =
-        axum::serve(http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
-    drop(starting);
-    if let Some(tx) = started {
-        let _ = tx.send(Handles {
-            state: Arc::clone(&state),
-            health: health.clone(),
-        });
-    }
-    tracing::info!(instance = %config.instance, "collector serving");
-
-    shutdown.cancelled().await;
-    health.begin_shutdown();
-    tracing::info!(delay = ?config.shutdown_delay, "shutting down: unready, draining");
-    tokio::time::sleep(config.shutdown_delay).await;
-    stop.cancel();
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        let grpc = grpc_task.await;
-        let http = http_task.await;
-        (grpc, http)
-    })
+    let routes = Routes::new(server::grpc_service(
+        Arc::clone(&state),
+        config.auth.clone(),
+        config.limits.max_batch_bytes.saturating_mul(4),
+        config.max_concurrent_pushes,
+    ));
+    let options = ServeOptions {
+        service: "collector".to_owned(),
+        auth: config.auth.clone(),
+        tls: config.tls.clone(),
+        shutdown_delay: config.shutdown_delay,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let handles = Handles {
+        state: Arc::clone(&state),
+        health: health.clone(),
+    };
+    let served = serve(
+        options,
+        &health,
+        routes,
+        server::metrics_router(Arc::clone(&state)),
+        Listeners { grpc, http },
+        shutdown,
+        move || {
+            drop(starting);
+            if let Some(tx) = started {
+                let _ = tx.send(handles);
+            }
+        },
+    )
     .await;
     background.cancel();
-    match drained {
-        Ok((grpc, http)) => {
-            if let Ok(result) = grpc {
-                result?;
-            }
-            if let Ok(result) = http {
-                result?;
-            }
-        }
-        Err(_) => tracing::warn!("grace period over; exiting with work in flight"),
-    }
     tracing::info!("collector stopped");
-    Ok(())
+    served
 }
 
 /// The collector's own upkeep: liveness sweeps, histogram upkeep and its own

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::logging::LogFormat;
-use crate::reporter::ReporterConfig;
+use crate::reporter::{MIN_HEARTBEAT_INTERVAL, ReporterConfig};
 
 /// The exit code for a bad configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -66,8 +66,13 @@ pub struct ReporterArgs {
     /// CA certificate for TLS endpoints (default: system roots).
     #[arg(long, env = "TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
-    /// How often a heartbeat is sent.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    /// How often a heartbeat is sent (at least 100ms).
+    #[arg(
+        long,
+        env = "HEARTBEAT_INTERVAL",
+        value_parser = parse_heartbeat_interval,
+        default_value = "10s"
+    )]
     pub heartbeat_interval: Duration,
 }
 
@@ -91,6 +96,31 @@ impl ReporterArgs {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|error| format!("{error} (write a duration such as 250ms, 5s, 5m)"))
+}
+
+/// Parses a duration above zero, written as for [`parse_duration`]: for
+/// intervals and periods, where zero would mean a busy loop.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(
+            "the interval must be above zero (write a duration such as 250ms, 5s, 5m)".to_owned(),
+        );
+    }
+    Ok(duration)
+}
+
+/// `--heartbeat-interval`: an interval of at least [`MIN_HEARTBEAT_INTERVAL`],
+/// as [`Reporter::start`](crate::reporter::Reporter::start) requires.
+fn parse_heartbeat_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_interval(text)?;
+    if interval < MIN_HEARTBEAT_INTERVAL {
+        return Err(format!(
+            "the heartbeat interval must be at least {}",
+            humantime::format_duration(MIN_HEARTBEAT_INTERVAL)
+        ));
+    }
+    Ok(interval)
 }
 
 /// Parses the command line and environment. `--help` and `--version` print
@@ -136,5 +166,54 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("soon").unwrap_err().contains("250ms"));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO), "unchanged");
+    }
+
+    #[test]
+    fn intervals_are_above_zero() {
+        assert_eq!(parse_interval("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_interval(" 5m "), Ok(Duration::from_secs(300)));
+        for zero in ["0s", "0ms", "0ns"] {
+            assert!(
+                parse_interval(zero).unwrap_err().contains("above zero"),
+                "{zero}"
+            );
+        }
+        assert!(parse_interval("soon").unwrap_err().contains("250ms"));
+    }
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        reporter: ReporterArgs,
+    }
+
+    fn heartbeat_flag(value: &str) -> Result<Duration, clap::Error> {
+        Flags::try_parse_from(["service", "--heartbeat-interval", value])
+            .map(|flags| flags.reporter.heartbeat_interval)
+    }
+
+    #[test]
+    fn the_heartbeat_interval_flag_refuses_under_100ms() {
+        assert_eq!(heartbeat_flag("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(heartbeat_flag("30s").unwrap(), Duration::from_secs(30));
+        for (value, says) in [
+            ("0s", "above zero"),
+            ("99ms", "at least 100ms"),
+            ("1ms", "at least 100ms"),
+        ] {
+            let error = heartbeat_flag(value).unwrap_err();
+            // A clap error, which `parse_or_exit` turns into exit code 64.
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{value}"
+            );
+            let rendered = error.to_string();
+            assert!(
+                rendered.contains("--heartbeat-interval") && rendered.contains(says),
+                "{value}: {rendered}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@
 //! * [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! * [`auth`]: bearer tokens from a file, re-read when it changes.
 //! * [`tls`]: TLS for gRPC listeners and clients.
+//! * [`serve`]: gRPC + admin HTTP serving with health, reflection and the
+//!   graceful shutdown every service shares.
 
 pub mod auth;
 pub mod bridge;
@@ -18,5 +20,6 @@ pub mod config;
 pub mod logging;
 pub mod reporter;
 pub mod sampler;
+pub mod serve;
 pub mod shutdown;
 pub mod tls;

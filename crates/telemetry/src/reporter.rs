@@ -1,20 +1,26 @@
 //! The event reporter: the client each service embeds to send its events to
 //! the collector (DESIGN §4, §7).
 //!
-//! [`Reporter::report`] never blocks and never fails: it stamps the event and
-//! queues it. One task per reporter forms batches (by size and by time), gives
-//! each the reporter's [`Source`](automation_proto::v1::Source) and the next
-//! `sequence`, and pushes them in order, one at a time, retrying with jittered
-//! exponential backoff until the collector acknowledges them. A replay carries
-//! the same sequence, so the collector applies it once. Unacknowledged events
-//! are kept up to a bound; beyond it the oldest batches are dropped and
-//! counted, and the count travels in every heartbeat.
+//! [`Reporter::report`] never blocks and never fails: it bounds the event's
+//! free text, stamps the event and queues it. One task per reporter forms
+//! batches (by count, by encoded size and by time), gives each the reporter's
+//! [`Source`](automation_proto::v1::Source) and the next `sequence`, and pushes
+//! them in order, one at a time, retrying with jittered exponential backoff
+//! until the collector acknowledges them. A replay carries the same sequence,
+//! so the collector applies it once. A batch the collector refuses for good
+//! (`INVALID_ARGUMENT`, `OUT_OF_RANGE`) is dropped, so it never blocks the
+//! batches behind it. Waiting events are kept up to a bound; beyond it the
+//! oldest are dropped one by one (see
+//! [`ReporterConfig::buffer_max_events`]). Every drop is counted, and the
+//! count travels in every heartbeat.
 //!
 //! # Layout
 //!
 //! * `reporter/shared.rs` — what the handles and the tasks share: the queue of
 //!   reported events, the counters, the connection status.
-//! * `reporter/buffer.rs` — formed batches awaiting acknowledgement, bounded.
+//! * `reporter/buffer.rs` — the waiting events, bounded, and how a batch is
+//!   taken from them by count and by encoded size.
+//! * `reporter/limits.rs` — the bounds on an event's free text.
 //! * `reporter/sender.rs` — the task that forms, pushes and retries batches.
 //! * `reporter/heartbeat.rs` — the task that reports a heartbeat every interval.
 //! * `reporter/connection.rs` — the gRPC channel, TLS and the bearer token.
@@ -24,6 +30,7 @@ mod backoff;
 mod buffer;
 mod connection;
 mod heartbeat;
+mod limits;
 mod sender;
 mod shared;
 
@@ -36,6 +43,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::shared::Shared;
+
+/// The shortest heartbeat interval a reporter accepts. The collector wants
+/// an interval above zero, and a shorter one would only load it.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How a [`Reporter`] reaches the collector and how much it keeps.
 #[derive(Debug, Clone)]
@@ -52,16 +63,41 @@ pub struct ReporterConfig {
     pub token_file: Option<PathBuf>,
     /// The CA certificate (PEM) for `https://` endpoints; system roots when `None`.
     pub tls_ca_file: Option<PathBuf>,
-    /// How often a heartbeat is reported (default 10 s).
+    /// How often a heartbeat is reported (default 10 s); at least
+    /// [`MIN_HEARTBEAT_INTERVAL`], or [`Reporter::start`] refuses it.
     pub heartbeat_interval: Duration,
-    /// Events per batch at most (default 500).
+    /// Events per batch at most (default 500; at most `buffer_max_events`).
     pub batch_max_events: usize,
-    /// How long an event waits at most before its batch is formed (default 200 ms).
+    /// A batch's encoded size (protobuf) at most, in bytes (default 1 MiB).
+    /// A batch closes when the next event would take it over; an event larger
+    /// than this on its own (which [`Reporter::report`]'s bounds on free text
+    /// make unlikely) goes in a batch alone. Keep it well under the
+    /// collector's `MAX_BATCH_BYTES` (default 4 MiB), which refuses larger
+    /// batches whole.
+    pub batch_max_bytes: usize,
+    /// How long an event waits at most before its batch is formed (default
+    /// 200 ms), unless a batch is being sent: batches go one at a time.
     pub batch_max_delay: Duration,
-    /// Unacknowledged events kept at most (default 50 000); beyond that the
-    /// oldest whole batches are dropped and counted.
+    /// Events kept at most, unacknowledged and waiting together (default
+    /// 50 000).
+    ///
+    /// Reported events wait in one queue; the sender forms a batch from the
+    /// oldest of them only when it is free to send it, and keeps that one
+    /// batch until the collector acknowledges it or refuses it for good. The
+    /// batch being sent counts against this bound: while it holds `n` events,
+    /// `buffer_max_events - n` may wait. When an event is reported and that
+    /// many wait already, the oldest waiting event is dropped to make room
+    /// (single events, never whole batches) and counted in
+    /// [`ReporterStats::dropped_events`] and in the heartbeat. The batch being
+    /// sent is never dropped for room, as the collector may have applied it
+    /// already; so in the one case where it alone fills the bound
+    /// (`batch_max_events` equal to `buffer_max_events`), the newest event
+    /// still waits beside it, one over the bound.
     pub buffer_max_events: usize,
-    /// The first retry delay (default 100 ms).
+    /// The scale of retry delays (default 100 ms): the first retry after a
+    /// failure waits a random time between half and twice this, and each
+    /// retry in a row after it up to twice as long as the one before could
+    /// (from half this), never more than `retry_max`.
     pub retry_min: Duration,
     /// The longest retry delay (default 10 s).
     pub retry_max: Duration,
@@ -88,6 +124,7 @@ impl ReporterConfig {
             tls_ca_file: None,
             heartbeat_interval: Duration::from_secs(10),
             batch_max_events: 500,
+            batch_max_bytes: 1 << 20,
             batch_max_delay: Duration::from_millis(200),
             buffer_max_events: 50_000,
             retry_min: Duration::from_millis(100),
@@ -112,6 +149,14 @@ pub enum ReporterError {
     /// The service or instance name is empty; the collector would refuse every batch.
     #[error("the reporter's {0} name is empty")]
     EmptyName(&'static str),
+    /// The heartbeat interval is below [`MIN_HEARTBEAT_INTERVAL`]; the
+    /// collector refuses a heartbeat whose interval is zero.
+    #[error(
+        "the heartbeat interval {} is too short: it must be at least {}",
+        humantime::format_duration(*.0),
+        humantime::format_duration(MIN_HEARTBEAT_INTERVAL)
+    )]
+    HeartbeatInterval(Duration),
     /// The token file cannot be used.
     #[error(transparent)]
     Token(#[from] crate::auth::AuthError),
@@ -156,9 +201,11 @@ pub struct ReporterStats {
     /// Events in acknowledged batches.
     pub acked_events: u64,
     /// Events given up on: the buffer was full, the collector refused their
-    /// batch as invalid, or shutdown's deadline passed before they were acknowledged.
+    /// batch for good (invalid or too large), or shutdown's deadline passed
+    /// before they were acknowledged.
     pub dropped_events: u64,
-    /// Events reported and not yet acknowledged (waiting, batched or in flight).
+    /// Events reported and not yet acknowledged: waiting, or in the batch
+    /// being sent. At most [`ReporterConfig::buffer_max_events`].
     pub buffered_events: u64,
     /// The most recent push failure, kept after the collector answers again.
     pub last_error: Option<String>,
@@ -194,9 +241,10 @@ impl Drop for Inner {
 impl Reporter {
     /// Starts the reporter's tasks on the current Tokio runtime.
     ///
-    /// A malformed endpoint or an unusable token or CA file is an error; a
-    /// collector that is not up is not: the reporter connects lazily and
-    /// retries, keeping what is reported meanwhile.
+    /// A malformed endpoint, an unusable token or CA file, an empty service or
+    /// instance name, or a heartbeat interval under [`MIN_HEARTBEAT_INTERVAL`]
+    /// is an error; a collector that is not up is not: the reporter connects
+    /// lazily and retries, keeping what is reported meanwhile.
     pub fn start(
         config: ReporterConfig,
         live: Arc<dyn LiveState>,
@@ -208,6 +256,9 @@ impl Reporter {
         }
         if config.instance.is_empty() {
             return Err(ReporterError::EmptyName("instance"));
+        }
+        if config.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
+            return Err(ReporterError::HeartbeatInterval(config.heartbeat_interval));
         }
         let connection = connection::Connection::new(&config)?;
         let incarnation = loop {
@@ -243,9 +294,18 @@ impl Reporter {
     }
 
     /// Queues one event, stamped with the current time. Never blocks, never
-    /// fails: when the buffer is full the oldest events make room and are
-    /// counted as dropped; after [`shutdown`](Self::shutdown) events are
-    /// dropped and counted.
+    /// fails: when the buffer is full the oldest waiting event makes room and
+    /// is counted as dropped (see [`ReporterConfig::buffer_max_events`]);
+    /// after [`shutdown`](Self::shutdown) events are dropped and counted.
+    ///
+    /// Free text is bounded first, so that no event is too large to send:
+    /// `ComponentError.message` and `Goodbye.reason` to 4 KiB, and
+    /// `TestRun.failed_tests` to 200 names of at most 512 bytes each
+    /// (`tests_failed` keeps the count). A cut text ends with `…(truncated)`,
+    /// cut at a character boundary. Label-like fields (`kind`, `model`,
+    /// `error_kind`, `currency`) are cut at 1 KiB, far above what the
+    /// collector accepts as a label, so such an event is still rejected as
+    /// before, only without its megabytes.
     pub fn report(&self, payload: Payload) {
         self.inner.shared.report(payload);
     }

@@ -9,10 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use automation_proto::v1::event::Payload;
 use automation_proto::v1::{
-    BridgeState, ComponentError, Event, GatewayState, Heartbeat, WatcherState,
+    BridgeState, ComponentError, Event, GatewayState, Goodbye, Heartbeat, TestRun, WatcherState,
 };
-use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::reporter::{
+    LiveState, MIN_HEARTBEAT_INTERVAL, Reporter, ReporterConfig, ReporterError,
+};
 use fake::{Answer, FakeCollector};
+use prost::Message;
 use tonic::Code;
 
 /// Every wait is bounded, so a bug fails the test instead of hanging it.
@@ -57,12 +60,29 @@ fn numbered(n: u64) -> Payload {
     })
 }
 
+/// A numbered test event of about `bytes` bytes.
+fn padded(n: u64, bytes: usize) -> Payload {
+    Payload::Error(ComponentError {
+        kind: "test".to_owned(),
+        message: format!("{n} {}", "x".repeat(bytes)),
+        model: String::new(),
+    })
+}
+
 /// The number a test event carries, `None` for other events.
 fn number(event: &Event) -> Option<u64> {
     match &event.payload {
-        Some(Payload::Error(error)) if error.kind == "test" => error.message.parse().ok(),
+        Some(Payload::Error(error)) if error.kind == "test" => {
+            error.message.split(' ').next()?.parse().ok()
+        }
         _ => None,
     }
+}
+
+/// The bytes `event` adds to an encoded batch.
+fn size_in_batch(event: &Event) -> usize {
+    let len = event.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
 }
 
 fn heartbeat(event: &Event) -> Option<&Heartbeat> {
@@ -520,4 +540,312 @@ async fn unusable_token_or_ca_files_are_errors_at_start() {
     with_ca.tls_ca_file = Some(dir.path().join("absent-ca.pem"));
     let error = Reporter::start(with_ca, Arc::new(())).unwrap_err();
     assert!(error.to_string().contains("absent-ca.pem"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabytes_of_events_go_in_batches_under_the_byte_limit_and_none_is_lost() {
+    const LIMIT: usize = 1 << 20;
+    const EVENTS: u64 = 1600;
+    // The fake decodes no more than a batch may weigh: a batch over the
+    // limit would be refused (OUT_OF_RANGE) and its events counted as dropped.
+    let fake = FakeCollector::start_with(Some(LIMIT)).await;
+    let mut config = config(fake.endpoint());
+    assert_eq!(config.batch_max_bytes, LIMIT, "the default");
+    assert_eq!(config.batch_max_events, 500, "the default");
+    // Only size (or shutdown) closes a batch here.
+    config.batch_max_delay = Duration::from_secs(3600);
+    let reporter = start(config);
+    // About 4 KiB each, 6.5 MiB in all: some 256 per batch, fewer than 500.
+    (0..EVENTS).for_each(|n| reporter.report(padded(n, 4000)));
+    eventually(
+        "the full batches, sent without waiting for the delay",
+        || (fake.state().batches.len() >= 5).then_some(()),
+    )
+    .await;
+    let stats = shutdown(reporter).await;
+
+    assert_eq!(stats.dropped_events, 0, "{stats:?}");
+    assert_eq!(stats.buffered_events, 0, "{stats:?}");
+    assert_eq!(delivered(&fake), (0..EVENTS).collect::<Vec<_>>());
+    let state = fake.state();
+    assert!(state.pushes.iter().all(|p| !p.replay), "{:?}", state.pushes);
+    let sizes: Vec<(usize, usize)> = state.pushes.iter().map(|p| (p.events, p.bytes)).collect();
+    assert!(sizes.len() >= 7, "6.5 MiB in 1 MiB batches: {sizes:?}");
+    assert!(sizes.iter().all(|&(_, bytes)| bytes <= LIMIT), "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&(events, _)| events < 500),
+        "bytes, not the count, closed the batches: {sizes:?}"
+    );
+    // A batch closes only when the next event would take it over the limit.
+    for pair in state.batches.windows(2) {
+        let (batch, next) = (&pair[0], &pair[1]);
+        if next
+            .events
+            .iter()
+            .any(|e| matches!(e.payload, Some(Payload::Goodbye(_))))
+        {
+            break; // shutdown formed the last batch from what was left
+        }
+        let (len, next_size) = (batch.encoded_len(), size_in_batch(&next.events[0]));
+        assert!(
+            len + next_size > LIMIT,
+            "batch {} closed at {len} bytes; the next event ({next_size} bytes) fitted",
+            batch.sequence
+        );
+    }
+    assert_eq!(stats.acked_events, state.events().count() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_free_text_arrives_truncated() {
+    let fake = FakeCollector::start().await;
+    let reporter = start(config(fake.endpoint()));
+    let huge = format!("panicked at {}", "é".repeat(5 << 20)); // 10 MiB
+    reporter.report(Payload::Error(ComponentError {
+        kind: "huge".to_owned(),
+        message: huge.clone(),
+        model: String::new(),
+    }));
+    reporter.report(Payload::TestRun(TestRun {
+        tests_failed: 1000,
+        failed_tests: (0..1000)
+            .map(|n| format!("t{n}_{}", "x".repeat(1000)))
+            .collect(),
+        ..TestRun::default()
+    }));
+    let (message, failed_tests) = eventually("both events", || {
+        let state = fake.state();
+        let message = state.events().find_map(|e| match &e.payload {
+            Some(Payload::Error(error)) if error.kind == "huge" => Some(error.message.clone()),
+            _ => None,
+        })?;
+        let failed = state.events().find_map(|e| match &e.payload {
+            Some(Payload::TestRun(run)) => Some(run.failed_tests.clone()),
+            _ => None,
+        })?;
+        Some((message, failed))
+    })
+    .await;
+
+    assert!(message.len() <= 4096, "{} bytes", message.len());
+    assert!(message.len() > 4000, "{} bytes", message.len());
+    assert!(message.ends_with("…(truncated)"), "{message}");
+    let kept = message.trim_end_matches("…(truncated)");
+    assert!(
+        huge.starts_with(kept),
+        "cut at a character boundary, from the start"
+    );
+
+    assert_eq!(failed_tests.len(), 200);
+    assert!(failed_tests[0].starts_with("t0_") && failed_tests[199].starts_with("t199_"));
+    assert!(
+        failed_tests
+            .iter()
+            .all(|name| name.len() <= 512 && name.ends_with("…(truncated)"))
+    );
+
+    let stats = shutdown(reporter).await;
+    assert_eq!(stats.dropped_events, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_goodbye_reason_is_truncated_too() {
+    let fake = FakeCollector::start().await;
+    let reporter = start(config(fake.endpoint()));
+    let reason = "r".repeat(1 << 20);
+    let stats = tokio::time::timeout(PATIENCE, reporter.shutdown(&reason, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(stats.dropped_events, 0);
+    let last = fake.state().events().last().cloned().unwrap();
+    let Some(Payload::Goodbye(Goodbye { reason })) = last.payload else {
+        panic!("not a goodbye: {last:?}");
+    };
+    assert!(
+        reason.len() <= 4096 && reason.ends_with("…(truncated)"),
+        "{}",
+        reason.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answered_out_of_range_is_dropped_and_counted_and_later_ones_delivered() {
+    let fake = FakeCollector::start().await;
+    let mut config = config(fake.endpoint());
+    config.batch_max_events = 5;
+    let reporter = start(config);
+    eventually("the heartbeat at start", || {
+        (reporter.stats().acked_events == 1).then_some(())
+    })
+    .await;
+    let before = {
+        let mut state = fake.state();
+        state.script.push_back(Answer::Fail(Code::OutOfRange));
+        state.pushes.len()
+    };
+    (0..5).for_each(|n| reporter.report(numbered(n)));
+    let refused = eventually("the refusal", || {
+        let stats = reporter.stats();
+        let state = fake.state();
+        (stats.dropped_events > 0).then(|| state.pushes[before].clone())
+    })
+    .await;
+    // The refused batch is counted as dropped, once, and never pushed again.
+    (5..10).for_each(|n| reporter.report(numbered(n)));
+    let stats = eventually("the rest delivered", || {
+        let stats = reporter.stats();
+        (stats.buffered_events == 0 && delivered(&fake).contains(&9)).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats.dropped_events, refused.events as u64, "{refused:?}");
+    assert!(stats.last_error.unwrap().contains("OutOfRange"));
+    {
+        let state = fake.state();
+        assert_eq!(
+            state
+                .pushes
+                .iter()
+                .filter(|p| p.sequence == refused.sequence)
+                .count(),
+            1,
+            "not retried: {:?}",
+            state.pushes
+        );
+        assert!(state.batches.iter().all(|b| b.sequence != refused.sequence));
+        let kept: Vec<u64> = state.events().filter_map(number).collect();
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+        assert!((5..10).all(|n| kept.contains(&n)), "{kept:?}");
+        assert_eq!(stats.acked_events, state.events().count() as u64);
+        assert_eq!(
+            stats.acked_events + stats.dropped_events,
+            11,
+            "10 test events and the heartbeat at start, each delivered or dropped"
+        );
+    }
+    shutdown(reporter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_collectors_decoding_limit_never_blocks_the_queue() {
+    // A collector that decodes 64 KiB at most, a reporter that batches up to
+    // 1 MiB: tonic itself answers OUT_OF_RANGE, which no retry can change.
+    let fake = FakeCollector::start_with(Some(64 << 10)).await;
+    let reporter = start(config(fake.endpoint()));
+    eventually("the heartbeat at start", || {
+        (reporter.stats().acked_events > 0).then_some(())
+    })
+    .await;
+    (0..40).for_each(|n| reporter.report(padded(n, 4000)));
+    let stats = eventually("the big batch refused", || {
+        let stats = reporter.stats();
+        (stats.dropped_events > 0).then_some(stats)
+    })
+    .await;
+    assert!(stats.last_error.unwrap().contains("OutOfRange"));
+    (40..45).for_each(|n| reporter.report(numbered(n)));
+    eventually("later events delivered", || {
+        delivered(&fake).contains(&44).then_some(())
+    })
+    .await;
+    let stats = shutdown(reporter).await;
+    let state = fake.state();
+    let small: Vec<u64> = state
+        .events()
+        .filter_map(number)
+        .filter(|n| *n >= 40)
+        .collect();
+    assert_eq!(small, (40..45).collect::<Vec<_>>());
+    let big_delivered = state
+        .events()
+        .filter_map(number)
+        .filter(|n| *n < 40)
+        .count() as u64;
+    assert!(big_delivered < 40, "a batch of them was refused");
+    assert_eq!(stats.dropped_events + big_delivered, 40, "{stats:?}");
+    let goodbye = state.events().last().unwrap();
+    assert!(
+        matches!(goodbye.payload, Some(Payload::Goodbye(_))),
+        "{goodbye:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_and_unacknowledged_events_stay_within_the_bound() {
+    const BOUND: u64 = 50;
+    const BATCH: u64 = 10;
+    const REPORTED: u64 = 500;
+    let mut fake = FakeCollector::reserved();
+    let mut config = config(fake.endpoint());
+    config.buffer_max_events = BOUND as usize;
+    config.batch_max_events = BATCH as usize;
+    let reporter = start(config);
+    for n in 0..REPORTED {
+        reporter.report(numbered(n));
+        let stats = reporter.stats();
+        assert!(
+            stats.buffered_events <= BOUND,
+            "waiting and being sent together: {stats:?}"
+        );
+        if n % 50 == 0 {
+            // Let the sender form batches and fail pushes meanwhile.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eventually("a failed push", || reporter.stats().last_error).await;
+    assert_eq!(reporter.stats().buffered_events, BOUND);
+
+    fake.listen().await;
+    let stats = eventually("the buffer to drain", || {
+        let stats = reporter.stats();
+        (stats.buffered_events == 0).then_some(stats)
+    })
+    .await;
+    let kept = delivered(&fake);
+    let batches: Vec<usize> = fake
+        .state()
+        .batches
+        .iter()
+        .map(|b| b.events.len())
+        .collect();
+    // The heartbeat at start and the test events: each delivered or dropped.
+    assert_eq!(
+        stats.acked_events + stats.dropped_events,
+        REPORTED + 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.acked_events, fake.state().events().count() as u64);
+    assert!(stats.acked_events <= BOUND, "{stats:?}");
+    assert!(
+        kept.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {kept:?}"
+    );
+    // The batch that was being sent throughout, then the newest, which waited
+    // beside it: the oldest made room.
+    let waited = BOUND - batches[0] as u64;
+    let newest: Vec<u64> = (REPORTED - waited..REPORTED).collect();
+    assert!(kept.ends_with(&newest), "{batches:?} {kept:?}");
+    shutdown(reporter).await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_interval_under_100ms_is_refused_at_start() {
+    assert_eq!(MIN_HEARTBEAT_INTERVAL, Duration::from_millis(100));
+    for interval in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(99),
+    ] {
+        let mut config = config("http://127.0.0.1:1".to_owned());
+        config.heartbeat_interval = interval;
+        let error = Reporter::start(config, Arc::new(())).unwrap_err();
+        assert!(
+            matches!(error, ReporterError::HeartbeatInterval(d) if d == interval),
+            "{interval:?}: {error}"
+        );
+        assert!(error.to_string().contains("at least 100ms"), "{error}");
+    }
+    let mut config = config("http://127.0.0.1:1".to_owned());
+    config.heartbeat_interval = MIN_HEARTBEAT_INTERVAL;
+    let reporter = Reporter::start(config, Arc::new(())).expect("100 ms is enough");
+    drop(reporter);
 }

@@ -17,8 +17,13 @@ pub(super) async fn run(
     live: Arc<dyn LiveState>,
     stop: CancellationToken,
 ) {
-    // Tokio's interval refuses a zero period and overflows on an enormous one.
-    let period = interval.clamp(Duration::from_millis(1), Duration::from_secs(365 * 86_400));
+    // `Reporter::start` refuses an interval under `MIN_HEARTBEAT_INTERVAL`;
+    // the clamp only keeps Tokio's interval, which refuses a zero period and
+    // overflows on an enormous one, safe whatever it is given.
+    let period = interval.clamp(
+        super::MIN_HEARTBEAT_INTERVAL,
+        Duration::from_secs(365 * 86_400),
+    );
     let mut ticker = tokio::time::interval(period);
     // After a stall, one heartbeat, not a burst of catch-up ones.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

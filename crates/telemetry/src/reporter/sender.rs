@@ -1,23 +1,27 @@
 //! The task that forms batches and pushes them, in order, one at a time.
 //!
-//! One task owns the formed batches, so they need no lock: it waits on
-//! whichever comes first of the push in flight, the retry timer, the batch
-//! delay, a wake-up from `report()`, shutdown's deadline, and the stop signal.
+//! A batch is formed when the sender is free to push it: from the oldest
+//! waiting events, once a batch's worth waits (by count or by size), the
+//! oldest has waited the batch delay, or shutdown began. It stays the batch
+//! being sent, retried under the same sequence, until the collector
+//! acknowledges it or refuses it for good. One task owns it, so it needs no
+//! lock: the task waits on whichever comes first of the push in flight, the
+//! retry timer, the batch delay, a wake-up from `report()`, shutdown's
+//! deadline, and the stop signal.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use automation_proto::v1::{Event, PushResponse, Source};
+use automation_proto::v1::{EventBatch, PushResponse, Source};
+use prost::Message;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::ReporterConfig;
 use super::backoff::Backoff;
-use super::buffer::BatchBuffer;
 use super::connection::{Attempt, Connection, append_causes};
-use super::shared::{Shared, after};
+use super::shared::{Shared, after, after_from};
 
 /// Failures after the first are logged at warn once per this period.
 const WARN_EVERY: Duration = Duration::from_secs(30);
@@ -25,13 +29,12 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 pub(super) struct Sender {
     shared: Arc<Shared>,
     connection: Connection,
-    buffer: BatchBuffer,
+    source: Source,
+    next_sequence: u64,
     backoff: Backoff,
     batch_delay: Duration,
-    /// The queue swapped in for `report()` when batches are formed; it keeps
-    /// its capacity, so a steady stream of events allocates no queue.
-    spare: VecDeque<Event>,
-    form_at: Option<Instant>,
+    /// The batch being sent: formed, not yet acknowledged or given up.
+    current: Option<EventBatch>,
     retry_at: Option<Instant>,
     in_flight: Option<Attempt>,
     flush_by: Option<Instant>,
@@ -50,15 +53,14 @@ impl Sender {
             version: config.version.clone(),
             incarnation: shared.incarnation(),
         };
-        let buffer = BatchBuffer::new(source, shared.batch_max(), config.buffer_max_events);
         Self {
             shared,
             connection,
-            buffer,
+            source,
+            next_sequence: 1,
             backoff: Backoff::new(config.retry_min, config.retry_max),
             batch_delay: config.batch_max_delay,
-            spare: VecDeque::new(),
-            form_at: None,
+            current: None,
             retry_at: None,
             in_flight: None,
             flush_by: None,
@@ -68,13 +70,16 @@ impl Sender {
 
     pub(super) async fn run(mut self, stop: CancellationToken) {
         loop {
+            let form_at = self.form();
             if self.in_flight.is_none()
                 && self.retry_at.is_none()
-                && let Some(batch) = self.buffer.front()
+                && let Some(batch) = &self.current
             {
                 self.in_flight = Some(self.connection.push(batch.clone()));
             }
-            if self.flush_by.is_some() && self.in_flight.is_none() && self.buffer.is_empty() {
+            // Flushing forms a batch whenever an event waits, so no batch
+            // means nothing is left.
+            if self.flush_by.is_some() && self.current.is_none() {
                 return;
             }
             tokio::select! {
@@ -86,50 +91,61 @@ impl Sender {
                     return;
                 }
                 () = sleep_until_some(self.retry_at) => self.retry_at = None,
-                () = sleep_until_some(self.form_at) => self.form(),
-                () = self.shared.wake.notified() => self.woken(),
+                // The loop forms the batch once it is due.
+                () = sleep_until_some(form_at) => {}
+                () = self.shared.wake.notified() => {}
             }
         }
     }
 
-    /// `report()` queued a first event (its delay starts now), filled a batch,
-    /// or shutdown began.
-    fn woken(&mut self) {
-        let (queued, flush_by) = {
-            let pending = self.shared.pending();
-            (pending.events.len(), pending.flush_by)
+    /// Notes whether shutdown began, and forms the next batch if none is
+    /// being sent and one is due. Returns when one will be due (`None`: a
+    /// batch is being sent, or nothing waits).
+    fn form(&mut self) -> Option<Instant> {
+        let mut queue = self.shared.queue();
+        if let Some(deadline) = queue.flush_by {
+            self.flush_by = Some(deadline);
+        }
+        if self.current.is_some() {
+            return None;
+        }
+        let since = queue.waiting.since()?;
+        let due_at = after_from(since, self.batch_delay);
+        let due = self.flush_by.is_some()
+            || queue.waiting.len() >= self.shared.batch_max_events()
+            || queue.waiting.bytes() >= self.shared.batch_max_bytes()
+            || Instant::now() >= due_at;
+        if !due {
+            return Some(due_at);
+        }
+        let mut batch = EventBatch {
+            source: Some(self.source.clone()),
+            sequence: self.next_sequence,
+            events: Vec::new(),
         };
-        if flush_by.is_some() {
-            self.flush_by = flush_by;
-        }
-        if queued == 0 {
-            return;
-        }
-        if self.flush_by.is_some() || queued >= self.shared.batch_max() {
-            self.form();
-        } else if self.form_at.is_none() {
-            self.form_at = Some(after(self.batch_delay));
-        }
-    }
-
-    fn form(&mut self) {
-        self.form_at = None;
-        std::mem::swap(&mut self.shared.pending().events, &mut self.spare);
-        let dropped = self.buffer.form(&mut self.spare, self.in_flight.is_some());
-        if dropped > 0 {
-            self.shared.add_dropped(dropped as u64);
-            tracing::debug!(dropped, "event buffer full; dropped the oldest batches");
-        }
-        self.shared.set_batched(self.buffer.events());
+        let base = batch.encoded_len();
+        batch.events = queue.waiting.take(
+            self.shared.batch_max_events(),
+            self.shared.batch_max_bytes(),
+            base,
+        );
+        queue.sending = batch.events.len();
+        drop(queue);
+        self.next_sequence += 1;
+        self.current = Some(batch);
+        None
     }
 
     fn settle(&mut self, result: Result<PushResponse, Status>) {
         self.in_flight = None;
-        let sequence = self.buffer.front().map_or(0, |batch| batch.sequence);
+        let (sequence, events) = self
+            .current
+            .as_ref()
+            .map_or((0, 0), |batch| (batch.sequence, batch.events.len()));
         match result {
             Ok(response) => {
-                let events = self.buffer.pop_front();
                 self.shared.acknowledged(events);
+                self.finished();
                 self.backoff.reset();
                 self.failures.recovered();
                 if response.sequence != sequence {
@@ -140,11 +156,12 @@ impl Sender {
                     );
                 }
             }
-            Err(status) if status.code() == Code::InvalidArgument => {
-                // The collector will never take this batch; retrying would
-                // block every batch behind it.
-                let events = self.buffer.pop_front();
+            Err(status) if is_final(status.code()) => {
+                // The collector will never take this batch (invalid, or
+                // larger than it decodes); retrying would block every batch
+                // behind it.
                 self.shared.add_dropped(events as u64);
+                self.finished();
                 let error = describe(&status);
                 tracing::error!(sequence, events, %error, "the collector refused a batch; dropped it");
                 self.shared.refused(error);
@@ -157,16 +174,24 @@ impl Sender {
                 self.retry_at = Some(after(self.backoff.next_delay()));
             }
         }
-        self.shared.set_batched(self.buffer.events());
+    }
+
+    /// The batch being sent was acknowledged or given up for good.
+    fn finished(&mut self) {
+        self.current = None;
+        self.shared.queue().sending = 0;
     }
 
     /// Shutdown's deadline passed: what is left will not be delivered.
     fn give_up(&mut self) {
         self.in_flight = None;
-        let waiting = std::mem::take(&mut self.shared.pending().events).len();
-        let left = self.buffer.clear() + waiting;
-        self.shared.add_dropped(left as u64);
-        self.shared.set_batched(0);
+        self.current = None;
+        let left = {
+            let mut queue = self.shared.queue();
+            let left = queue.waiting.clear() + std::mem::take(&mut queue.sending);
+            self.shared.add_dropped(left as u64);
+            left
+        };
         if left > 0 {
             tracing::warn!(
                 events = left,
@@ -174,6 +199,12 @@ impl Sender {
             );
         }
     }
+}
+
+/// Answers that no retry can change: the batch is refused for good.
+/// `OUT_OF_RANGE` is what tonic answers for a message over its decoding limit.
+fn is_final(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::OutOfRange)
 }
 
 async fn outcome(attempt: &mut Option<Attempt>) -> Result<PushResponse, Status> {

@@ -1,11 +1,10 @@
 //! What the handles and the tasks share.
 //!
 //! Reported events wait in a plain `std` mutex-guarded queue, so `report()`
-//! works the same from a thread and from a task and never awaits. The sender
-//! swaps the whole queue out when it forms batches, so the lock is held for a
-//! push or a swap, never for I/O.
+//! works the same from a thread and from a task and never awaits. The lock is
+//! held to queue one event or to take one batch, never for I/O; events are
+//! stamped, bounded and measured before it is taken.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -14,11 +13,16 @@ use automation_proto::v1::{Event, event::Payload};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ReporterConfig, ReporterStats};
+use super::buffer::{EventQueue, Waiting};
+use super::{ReporterConfig, ReporterStats, limits};
 
-/// Reported events not yet formed into batches.
-pub(super) struct Pending {
-    pub(super) events: VecDeque<Event>,
+/// Every event the reporter keeps: waiting, or in the batch being sent.
+pub(super) struct Queue {
+    /// Reported events not yet in a batch: with the batch being sent, at most
+    /// `buffer_max_events`.
+    pub(super) waiting: EventQueue,
+    /// Events in the batch being sent: formed, not yet acknowledged or given up.
+    pub(super) sending: usize,
     /// Set once the goodbye is queued: later events are dropped.
     closed: bool,
     /// Set by shutdown: form batches at once and give up at this instant.
@@ -34,38 +38,36 @@ struct Status {
 }
 
 pub(super) struct Shared {
-    pending: Mutex<Pending>,
-    /// Wakes the sender: a first event waits (its delay starts), a batch is
-    /// full, or shutdown began.
+    queue: Mutex<Queue>,
+    /// Wakes the sender: a first event waits (its delay starts), a batch's
+    /// worth of events waits, or shutdown began.
     pub(super) wake: Notify,
     incarnation: u64,
-    batch_max: usize,
-    /// Pending events alone never need to exceed the buffer's bound.
-    pending_max: usize,
+    batch_max_events: usize,
+    batch_max_bytes: usize,
     /// After this long without an acknowledgement, `check` reports a problem:
     /// a healthy reporter pushes at least one heartbeat per interval.
     stale_after: Duration,
     dropped: AtomicU64,
     acked: AtomicU64,
     sent_batches: AtomicU64,
-    /// Events in formed batches, in flight included.
-    batched: AtomicU64,
     status: Mutex<Status>,
 }
 
 impl Shared {
     pub(super) fn new(config: &ReporterConfig, incarnation: u64) -> Self {
-        let pending_max = config.buffer_max_events.max(1);
+        let buffer_max = config.buffer_max_events.max(1);
         Self {
-            pending: Mutex::new(Pending {
-                events: VecDeque::new(),
+            queue: Mutex::new(Queue {
+                waiting: EventQueue::new(buffer_max),
+                sending: 0,
                 closed: false,
                 flush_by: None,
             }),
             wake: Notify::new(),
             incarnation,
-            batch_max: config.batch_max_events.clamp(1, pending_max),
-            pending_max,
+            batch_max_events: config.batch_max_events.clamp(1, buffer_max),
+            batch_max_bytes: config.batch_max_bytes,
             stale_after: config
                 .heartbeat_interval
                 .saturating_mul(3)
@@ -73,7 +75,6 @@ impl Shared {
             dropped: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             sent_batches: AtomicU64::new(0),
-            batched: AtomicU64::new(0),
             status: Mutex::new(Status::default()),
         }
     }
@@ -82,13 +83,18 @@ impl Shared {
         self.incarnation
     }
 
-    /// Events per batch, at most the buffer's bound so one batch always fits.
-    pub(super) fn batch_max(&self) -> usize {
-        self.batch_max
+    /// Events per batch, at most the buffer's bound.
+    pub(super) fn batch_max_events(&self) -> usize {
+        self.batch_max_events
     }
 
-    pub(super) fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A batch's encoded size at most, unless one event alone is larger.
+    pub(super) fn batch_max_bytes(&self) -> usize {
+        self.batch_max_bytes
+    }
+
+    pub(super) fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -96,22 +102,24 @@ impl Shared {
     }
 
     pub(super) fn report(&self, payload: Payload) {
-        let event = stamp(payload);
-        let wake = {
-            let mut pending = self.pending();
-            if pending.closed {
-                drop(pending);
+        let waiting = prepare(payload);
+        let (dropped, wake) = {
+            let mut queue = self.queue();
+            if queue.closed {
+                drop(queue);
                 self.add_dropped(1);
                 return;
             }
-            if pending.events.len() >= self.pending_max {
-                pending.events.pop_front();
-                self.add_dropped(1);
-            }
-            pending.events.push_back(event);
-            let queued = pending.events.len();
-            queued == 1 || queued == self.batch_max
+            let bytes_before = queue.waiting.bytes();
+            let sending = queue.sending;
+            let dropped = queue.waiting.push(waiting, sending, Instant::now());
+            let (count, bytes) = (queue.waiting.len(), queue.waiting.bytes());
+            let wake = count == 1
+                || count == self.batch_max_events
+                || (bytes_before < self.batch_max_bytes && bytes >= self.batch_max_bytes);
+            (dropped, wake)
         };
+        self.add_dropped(dropped as u64);
         if wake {
             self.wake.notify_one();
         }
@@ -119,23 +127,27 @@ impl Shared {
 
     /// Queues the last event and refuses any after it.
     pub(super) fn close(&self, payload: Payload) {
-        let event = stamp(payload);
-        let mut pending = self.pending();
-        pending.events.push_back(event);
-        pending.closed = true;
+        let waiting = prepare(payload);
+        let dropped = {
+            let mut queue = self.queue();
+            queue.closed = true;
+            let sending = queue.sending;
+            queue.waiting.push(waiting, sending, Instant::now())
+        };
+        self.add_dropped(dropped as u64);
     }
 
     pub(super) fn begin_flush(&self, deadline: Instant) {
-        self.pending().flush_by = Some(deadline);
+        self.queue().flush_by = Some(deadline);
         self.wake.notify_one();
     }
 
     /// Counts everything not yet acknowledged as dropped; for when the sender
     /// cannot finish.
     pub(super) fn drop_everything(&self) {
-        let waiting = std::mem::take(&mut self.pending().events).len() as u64;
-        let batched = self.batched.swap(0, Ordering::Relaxed);
-        self.add_dropped(waiting + batched);
+        let mut queue = self.queue();
+        let left = queue.waiting.clear() + std::mem::take(&mut queue.sending);
+        self.add_dropped(left as u64);
     }
 
     pub(super) fn add_dropped(&self, events: u64) {
@@ -146,10 +158,6 @@ impl Shared {
 
     pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn set_batched(&self, events: usize) {
-        self.batched.store(events as u64, Ordering::Relaxed);
     }
 
     /// The collector acknowledged a batch of `events`.
@@ -177,13 +185,16 @@ impl Shared {
     }
 
     pub(super) fn stats(&self) -> ReporterStats {
-        let waiting = self.pending().events.len() as u64;
+        let buffered = {
+            let queue = self.queue();
+            (queue.waiting.len() + queue.sending) as u64
+        };
         let status = self.status();
         ReporterStats {
             sent_batches: self.sent_batches.load(Ordering::Relaxed),
             acked_events: self.acked.load(Ordering::Relaxed),
             dropped_events: self.dropped(),
-            buffered_events: waiting + self.batched.load(Ordering::Relaxed),
+            buffered_events: buffered,
             last_error: status.last_error.clone(),
             connected: status.connected,
         }
@@ -208,16 +219,23 @@ impl Shared {
 /// `delay` from now; a delay too long to represent means "never" (far
 /// ahead), not a panic.
 pub(super) fn after(delay: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(delay)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    after_from(Instant::now(), delay)
 }
 
-fn stamp(payload: Payload) -> Event {
-    Event {
+/// `delay` after `start`, or far ahead when that cannot be represented.
+pub(super) fn after_from(start: Instant, delay: Duration) -> Instant {
+    start
+        .checked_add(delay)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Bounds, stamps and measures an event, before any lock is taken.
+fn prepare(mut payload: Payload) -> Waiting {
+    limits::bound(&mut payload);
+    Waiting::new(Event {
         time: Some(SystemTime::now().into()),
         payload: Some(payload),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -263,11 +281,33 @@ mod tests {
         (0..5).for_each(|_| shared.report(goodbye()));
         assert_eq!(shared.stats().buffered_events, 2);
         assert_eq!(shared.dropped(), 3);
+        // The goodbye too makes room rather than exceed the bound.
         shared.close(goodbye());
-        shared.report(goodbye());
+        assert_eq!(shared.stats().buffered_events, 2);
         assert_eq!(shared.dropped(), 4);
+        shared.report(goodbye());
+        assert_eq!(shared.dropped(), 5);
         shared.drop_everything();
         assert_eq!(shared.stats().buffered_events, 0);
         assert_eq!(shared.dropped(), 7);
+    }
+
+    #[test]
+    fn the_bound_holds_beside_the_batch_being_sent() {
+        let shared = shared(4);
+        (0..4).for_each(|_| shared.report(goodbye()));
+        {
+            // What the sender does when it forms a batch.
+            let mut queue = shared.queue();
+            let batch = queue.waiting.take(3, usize::MAX, 0);
+            queue.sending = batch.len();
+        }
+        assert_eq!(shared.stats().buffered_events, 4);
+        (0..10).for_each(|_| shared.report(goodbye()));
+        let stats = shared.stats();
+        assert_eq!(stats.buffered_events, 4, "the batch being sent counts");
+        assert_eq!(stats.dropped_events, 14 - 4, "the oldest waiting made room");
+        shared.drop_everything();
+        assert_eq!(shared.dropped(), 14);
     }
 }

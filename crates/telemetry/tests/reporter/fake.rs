@@ -1,6 +1,7 @@
 //! A fake collector on a real socket: it applies each (incarnation, sequence)
 //! once, answers replays as duplicates, records what it saw, and follows a
-//! script of answers (failures, lost acknowledgements).
+//! script of answers (failures, lost acknowledgements). Like the real one, it
+//! can refuse messages over a size limit (tonic answers `OUT_OF_RANGE`).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use automation_proto::v1::collector_server::{Collector, CollectorServer};
 use automation_proto::v1::{Event, EventBatch, PushResponse};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +32,10 @@ pub enum Answer {
 #[derive(Debug, Clone)]
 pub struct Push {
     pub sequence: u64,
+    /// Events in the batch.
+    pub events: usize,
+    /// The batch's encoded size.
+    pub bytes: usize,
     pub authorization: Option<String>,
     /// The batch had been applied before.
     pub replay: bool,
@@ -73,6 +79,8 @@ impl Collector for Service {
         let replay = state.applied.contains(&key);
         state.pushes.push(Push {
             sequence,
+            events: batch.events.len(),
+            bytes: batch.encoded_len(),
             authorization: authorization.clone(),
             replay,
         });
@@ -106,14 +114,23 @@ impl Collector for Service {
 pub struct FakeCollector {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// The largest message it decodes (tonic's default when `None`).
+    max_decoding: Option<usize>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl FakeCollector {
     /// Listening on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Listening, refusing messages over `max_decoding` bytes as tonic does:
+    /// `OUT_OF_RANGE`, before the service sees them.
+    pub async fn start_with(max_decoding: Option<usize>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut fake = Self::not_listening(listener.local_addr().unwrap());
+        fake.max_decoding = max_decoding;
         fake.serve(listener);
         fake
     }
@@ -128,6 +145,7 @@ impl FakeCollector {
         Self {
             addr,
             state: Arc::default(),
+            max_decoding: None,
             running: None,
         }
     }
@@ -149,9 +167,12 @@ impl FakeCollector {
 
     fn serve(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = CollectorServer::new(Service {
+        let mut service = CollectorServer::new(Service {
             state: Arc::clone(&self.state),
         });
+        if let Some(limit) = self.max_decoding {
+            service = service.max_decoding_message_size(limit);
+        }
         let task = tokio::spawn(async move {
             // One service, so no router is needed.
             tonic::transport::Server::builder()

@@ -1,0 +1,127 @@
+//! Serving a service the way every service of the platform does: its gRPC
+//! services with `grpc.health.v1` (never behind auth) and server reflection
+//! on the gRPC listener, its admin routes with `/health` and `/ready` on the
+//! HTTP listener, and the graceful shutdown of DESIGN §7: unready at once,
+//! still serving for `shutdown_delay` so load balancers notice, then
+//! draining in-flight work within `shutdown_grace`.
+
+use std::time::Duration;
+
+use automation_health::HealthChecker;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Server, ServerTlsConfig};
+
+use crate::auth::BearerAuth;
+
+/// How a service is served.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The service's name, for logs.
+    pub service: String,
+    /// Bearer tokens for reflection (the service's own routes carry theirs).
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// After shutdown begins, how long to keep serving unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeOptions {
+    /// Plain text, no auth, the default delays.
+    pub fn new(service: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            auth: BearerAuth::disabled(),
+            tls: None,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The bound listeners of a service.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP admin.
+    pub http: TcpListener,
+}
+
+/// A server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed (TLS setup, a listener error).
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP admin server failed.
+    #[error("HTTP admin server: {0}")]
+    Http(#[from] std::io::Error),
+    /// Server reflection could not be set up.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` is cancelled, then shuts down gracefully and
+/// returns once drained (or the grace period is over). `serving` is called
+/// once both listeners serve.
+pub async fn serve(
+    options: ServeOptions,
+    health: &HealthChecker,
+    routes: Routes,
+    admin: axum::Router,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    serving: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(automation_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = routes
+        .add_service(health.grpc_service())
+        .add_service(InterceptedService::new(reflection, options.auth.clone()));
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let stop = CancellationToken::new();
+    let grpc_server = builder.add_routes(routes).serve_with_incoming_shutdown(
+        TcpListenerStream::new(listeners.grpc),
+        stop.clone().cancelled_owned(),
+    );
+    let http_server = axum::serve(listeners.http, admin.merge(health.router()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+    serving();
+    tracing::info!(service = %options.service, "serving");
+
+    shutdown.cancelled().await;
+    health.begin_shutdown();
+    tracing::info!(delay = ?options.shutdown_delay, "shutting down: unready, then draining");
+    tokio::time::sleep(options.shutdown_delay).await;
+    stop.cancel();
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        (grpc_task.await, http_task.await)
+    })
+    .await;
+    match drained {
+        Ok((grpc, http)) => {
+            if let Ok(result) = grpc {
+                result?;
+            }
+            if let Ok(result) = http {
+                result?;
+            }
+        }
+        Err(_) => tracing::warn!("grace period over; stopping with work in flight"),
+    }
+    Ok(())
+}

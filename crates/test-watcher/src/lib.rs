@@ -1,0 +1,308 @@
+//! The test-watcher: watches a source tree, debounces changes, runs the
+//! tests in a killable process group, parses the results and reports every
+//! step to the collector.
+//!
+//! Layout:
+//! * [`filter`]: which paths matter (git ignore rules, always-ignored dirs, extensions).
+//! * [`watch`]: notify watches, handed to async code through the async bridge.
+//! * [`debounce`]: changes gather until the tree is quiet.
+//! * [`runner`]: the test command in its own process group, with a timeout.
+//! * [`results`]: libtest output and JUnit XML.
+//! * [`engine`]: batches and triggers into runs (`--on-busy`), results out.
+//! * [`server`]: `automation.v1.TestWatcher`; [`config`]: the command line.
+//!
+//! Run it with `cargo run -p automation-test-watcher --bin test-watcher`;
+//! it listens on gRPC :50052 and HTTP :9401 (`/health`, `/ready`).
+
+pub mod config;
+pub mod debounce;
+pub mod engine;
+pub mod filter;
+pub mod results;
+pub mod runner;
+pub mod server;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use automation_async_bridge::Bridge;
+use automation_health::HealthChecker;
+use automation_proto::v1::{self, WatcherStatus, test_watcher_server::TestWatcherServer};
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
+use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use tokio::sync::{mpsc, watch as status_watch};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
+
+use crate::engine::{EngineConfig, EngineHandle};
+use crate::filter::Filter;
+use crate::watch::Watch;
+
+/// Everything [`run`] needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This instance's `component_instance`.
+    pub instance: String,
+    /// What runs and how.
+    pub engine: EngineConfig,
+    /// File extensions that count (empty: all).
+    pub extensions: Vec<String>,
+    /// Poll at this interval instead of native events.
+    pub poll: Option<Duration>,
+    /// Run once at start.
+    pub run_on_start: bool,
+    /// Where events go; `None` reports nothing (tests).
+    pub reporter: Option<ReporterConfig>,
+    /// gRPC bearer tokens.
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// After shutdown begins, how long to stay up unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults: `cargo test` in `root`, 100 ms debounce, queue on busy.
+    pub fn new(instance: &str, root: PathBuf) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            engine: EngineConfig {
+                root,
+                command: "cargo test".to_owned(),
+                debounce: Duration::from_millis(100),
+                on_busy: engine::OnBusy::Queue,
+                timeout: Duration::from_secs(30 * 60),
+                kill_grace: Duration::from_secs(5),
+                junit: None,
+                output_limit: 4 << 20,
+            },
+            extensions: Vec::new(),
+            poll: None,
+            run_on_start: false,
+            reporter: None,
+            auth: BearerAuth::disabled(),
+            tls: None,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What stops the test-watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The watch root is not a readable directory.
+    #[error("WATCH_ROOT {path}: {reason}")]
+    Root {
+        /// The configured root.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The reporter could not start.
+    #[error("reporter: {0}")]
+    Reporter(#[from] ReporterError),
+    /// The async bridge could not be built.
+    #[error("async bridge: {0}")]
+    Bridge(#[from] automation_async_bridge::BuildError),
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A running test-watcher's handles, for the stack and tests.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The health checker.
+    pub health: HealthChecker,
+}
+
+/// The heartbeat's live values: changed files waiting, bridge gauges.
+struct Live {
+    status: Mutex<Option<status_watch::Receiver<WatcherStatus>>>,
+    bridge: BridgeLiveState,
+}
+
+impl LiveState for Live {
+    fn fill(&self, heartbeat: &mut v1::Heartbeat) {
+        self.bridge.fill(heartbeat);
+        if let Some(status) = &*self.status.lock().unwrap_or_else(PoisonError::into_inner) {
+            heartbeat.watcher = Some(v1::WatcherState {
+                changed_files_pending: status.borrow().pending_changes,
+            });
+        }
+    }
+}
+
+/// Watches, runs and serves until `shutdown` is cancelled, then shuts down
+/// gracefully: unready, drained, the run in progress killed, goodbye said.
+pub async fn run(
+    mut config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Handles>>,
+) -> Result<(), Error> {
+    let root = std::fs::canonicalize(&config.engine.root).map_err(|e| Error::Root {
+        path: config.engine.root.clone(),
+        reason: e.to_string(),
+    })?;
+    if !root.is_dir() {
+        return Err(Error::Root {
+            path: config.engine.root.clone(),
+            reason: "not a directory".to_owned(),
+        });
+    }
+    config.engine.root = root.clone();
+
+    let builder = Bridge::builder().thread_name("test-watcher-bridge");
+    let live = Arc::new(Live {
+        status: Mutex::new(None),
+        bridge: BridgeLiveState::new(builder.gauges()),
+    });
+    let reporter = config
+        .reporter
+        .clone()
+        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
+        .transpose()?;
+    let observer = ReportingObserver::unattached();
+    if let Some(reporter) = &reporter {
+        let _ = observer.attach(reporter.clone());
+    }
+    let bridge = builder.observer(observer).build()?;
+
+    let watch_error: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let mut health = HealthChecker::builder("test-watcher").required("watch", {
+        let error = Arc::clone(&watch_error);
+        let root = root.clone();
+        move || {
+            let error = error.get().cloned();
+            let root = root.clone();
+            async move {
+                match error {
+                    Some(error) => Err(error),
+                    None if root.is_dir() => Ok(()),
+                    None => Err(format!("{} is gone", root.display())),
+                }
+            }
+        }
+    });
+    if let Some(reporter) = &reporter {
+        let reporter = reporter.clone();
+        health = health.dependency("collector", move || {
+            let reporter = reporter.clone();
+            async move { reporter.check().await }
+        });
+    }
+    let health = health.build();
+    let starting = health.startup_guard("watch");
+    let background = CancellationToken::new();
+    health.spawn(background.clone());
+
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let watch_slot: Arc<OnceLock<Arc<Watch>>> = Arc::new(OnceLock::new());
+    let engine_stop = CancellationToken::new();
+    let (engine, engine_task) = engine::spawn(
+        config.engine.clone(),
+        Arc::clone(&watch_slot),
+        (events_tx.clone(), events_rx),
+        bridge.clone(),
+        reporter.clone(),
+        engine_stop.clone(),
+    );
+    *live.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(engine.watch_status());
+
+    // Establishing the watch walks the tree: blocking work, through the bridge.
+    {
+        let (bridge, filter) = (bridge.clone(), Filter::new(&root, &config.extensions));
+        let (poll, error, slot) = (
+            config.poll,
+            Arc::clone(&watch_error),
+            Arc::clone(&watch_slot),
+        );
+        let (engine, reporter, health) = (engine.clone(), reporter.clone(), health.clone());
+        let run_on_start = config.run_on_start;
+        tokio::spawn(async move {
+            let inner = bridge.clone();
+            let result = bridge
+                .run_blocking(Duration::from_secs(600), move || {
+                    Watch::start(filter, poll, inner, events_tx)
+                })
+                .await;
+            match result {
+                Ok(Ok(watch)) => {
+                    tracing::info!(directories = watch.watched(), "watching");
+                    let _ = slot.set(watch);
+                    drop(starting);
+                    if run_on_start {
+                        engine.trigger("startup").await;
+                    }
+                }
+                Ok(Err(e)) => fail(&error, &reporter, e.to_string()),
+                Err(e) => fail(&error, &reporter, format!("setting up the watch: {e}")),
+            }
+            // The required check reads the error; show it at once.
+            health.check_now().await;
+        });
+    }
+
+    let mut routes = Routes::new(InterceptedService::new(
+        TestWatcherServer::new(server::TestWatcherService::new(engine.clone())),
+        config.auth.clone(),
+    ));
+    routes = routes.prepare();
+    let options = ServeOptions {
+        service: "test-watcher".to_owned(),
+        auth: config.auth.clone(),
+        tls: config.tls.clone(),
+        shutdown_delay: config.shutdown_delay,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let handles = Handles {
+        engine,
+        health: health.clone(),
+    };
+    let served = serve(
+        options,
+        &health,
+        routes,
+        axum::Router::new(),
+        listeners,
+        shutdown,
+        move || {
+            if let Some(tx) = started {
+                let _ = tx.send(handles);
+            }
+        },
+    )
+    .await;
+    engine_stop.cancel();
+    let _ = engine_task.await;
+    if let Some(reporter) = reporter {
+        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
+    }
+    background.cancel();
+    tracing::info!("test-watcher stopped");
+    Ok(served?)
+}
+
+fn fail(slot: &OnceLock<String>, reporter: &Option<Reporter>, message: String) {
+    tracing::error!(%message, "the watch could not be established");
+    if let Some(reporter) = reporter {
+        reporter.report(v1::event::Payload::Error(v1::ComponentError {
+            kind: "watch".to_owned(),
+            message: message.clone(),
+            model: String::new(),
+        }));
+    }
+    let _ = slot.set(message);
+}

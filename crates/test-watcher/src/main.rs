@@ -1,0 +1,65 @@
+//! `test-watcher`: parse the configuration, set up logging, bind, serve.
+
+use std::time::Duration;
+
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::config::{config_error, parse_or_exit};
+use automation_telemetry::serve::Listeners;
+use automation_telemetry::{logging, shutdown, tls};
+use automation_test_watcher::config::Cli;
+use automation_test_watcher::{Config, run};
+
+const NAME: &str = "test-watcher";
+
+#[tokio::main]
+async fn main() {
+    let cli: Cli = parse_or_exit(NAME);
+    logging::init(cli.common.log_format);
+    let instance = cli.common.instance_name();
+    let w = &cli.watcher;
+    let mut config = Config::new(&instance, w.watch_root.clone());
+    config.engine.command = w.test_command.clone();
+    config.engine.debounce = Duration::from_millis(w.debounce_ms);
+    config.engine.on_busy = w.on_busy;
+    config.engine.timeout = w.run_timeout;
+    config.engine.kill_grace = w.kill_grace;
+    config.engine.junit = w.junit.clone();
+    config.extensions = w.extensions.clone();
+    config.poll = w.poll.then_some(w.poll_interval);
+    config.run_on_start = w.run_on_start;
+    config.shutdown_delay = cli.common.shutdown_delay;
+    config.shutdown_grace = cli.common.shutdown_grace;
+    config.reporter = Some(cli.reporter.reporter_config(
+        NAME,
+        &instance,
+        env!("CARGO_PKG_VERSION"),
+    ));
+    config.auth = BearerAuth::from_file(cli.common.auth_token_file.as_deref())
+        .unwrap_or_else(|e| config_error(NAME, e));
+    if let (Some(cert), Some(key)) = (&cli.common.tls_cert_file, &cli.common.tls_key_file) {
+        config.tls = Some(tls::server_config(cert, key).unwrap_or_else(|e| config_error(NAME, e)));
+    }
+    if !w.watch_root.is_dir() {
+        config_error(
+            NAME,
+            format!("WATCH_ROOT {} is not a directory", w.watch_root.display()),
+        );
+    }
+    let listeners = Listeners {
+        grpc: bind("gRPC", cli.grpc_listen).await,
+        http: bind("HTTP", cli.http_listen).await,
+    };
+    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+        eprintln!("{NAME}: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|error| {
+            eprintln!("{NAME}: cannot listen for {what} on {addr}: {error}");
+            std::process::exit(1);
+        })
+}

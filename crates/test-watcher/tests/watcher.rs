@@ -1,0 +1,520 @@
+//! The test-watcher over real sockets and a real file system: files are
+//! written in a temporary tree, the test command is a small script the test
+//! writes (printing libtest output), results come back over `WatchRuns`, and
+//! a real collector shows the metrics.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use automation_collector::testing::TestCollector;
+use automation_proto::v1::test_watcher_client::TestWatcherClient;
+use automation_proto::v1::{self, RunResult, RunSummary};
+use automation_telemetry::reporter::ReporterConfig;
+use automation_telemetry::serve::Listeners;
+use automation_test_watcher::engine::OnBusy;
+use automation_test_watcher::{Config, run};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+const SCRIPT: &str = r#"#!/bin/sh
+echo run >> "$CONTROL/runs"
+mode=$(cat "$CONTROL/mode")
+case "$mode" in
+  pass)
+    echo "running 4 tests"
+    echo "test a ... ok"
+    echo "test b ... ok"
+    echo "test c ... ok"
+    echo "test d ... ignored"
+    echo "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+    exit 0 ;;
+  fail)
+    echo "running 3 tests"
+    echo "test parser::handles_empty ... FAILED"
+    echo "test parser::ok ... ok"
+    echo "test net::timeouts ... FAILED"
+    echo "failures:"
+    echo "    net::timeouts"
+    echo "    parser::handles_empty"
+    echo "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.02s"
+    exit 101 ;;
+  slow)
+    sleep 2
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.00s"
+    exit 0 ;;
+  hang)
+    sleep 1000 ;;
+esac
+"#;
+
+struct Watcher {
+    root: tempfile::TempDir,
+    control: tempfile::TempDir,
+    client: TestWatcherClient<Channel>,
+    runs: Streaming<RunSummary>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    async fn start(collector: Option<&TestCollector>, tune: impl FnOnce(&mut Config)) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let control = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("src")).unwrap();
+        std::fs::write(root.path().join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(control.path().join("script.sh"), SCRIPT).unwrap();
+        std::fs::write(control.path().join("mode"), "pass").unwrap();
+        let mut config = Config::new("tw-test", root.path().to_path_buf());
+        config.engine.command =
+            format!("CONTROL='{0}' sh '{0}/script.sh'", control.path().display());
+        config.shutdown_delay = Duration::ZERO;
+        config.engine.kill_grace = Duration::from_millis(200);
+        if let Some(collector) = collector {
+            let mut rc =
+                ReporterConfig::new(collector.endpoint(), "test-watcher", "tw-test", "1.0");
+            rc.heartbeat_interval = Duration::from_millis(200);
+            rc.batch_max_delay = Duration::from_millis(20);
+            config.reporter = Some(rc);
+        }
+        tune(&mut config);
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = grpc.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                run(config, Listeners { grpc, http }, shutdown, Some(tx))
+                    .await
+                    .expect("test-watcher runs");
+            }
+        });
+        let handles = rx.await.unwrap();
+        within("ready", handles.health.wait_ready()).await;
+        let mut client = TestWatcherClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let runs = client
+            .watch_runs(v1::WatchRunsRequest {
+                include_last: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        Self {
+            root,
+            control,
+            client,
+            runs,
+            shutdown,
+            task,
+        }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.path().join(relative)
+    }
+
+    fn write(&self, relative: &str, text: &str) {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn mode(&self, mode: &str) {
+        std::fs::write(self.control.path().join("mode"), mode).unwrap();
+    }
+
+    fn started_runs(&self) -> usize {
+        std::fs::read_to_string(self.control.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    async fn next_run(&mut self) -> RunSummary {
+        within("a run result", self.runs.message())
+            .await
+            .unwrap()
+            .expect("the run stream stays open")
+    }
+
+    /// No run result arrives within `quiet`.
+    async fn no_run_within(&mut self, quiet: Duration) {
+        if let Ok(result) = tokio::time::timeout(quiet, self.runs.message()).await {
+            panic!("unexpected run: {result:?}");
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        within("shutdown", self.task).await.unwrap();
+    }
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn relative_paths(summary: &RunSummary) -> Vec<&str> {
+    summary.changed_paths.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn one_save_makes_one_run_and_a_burst_makes_one_more() {
+    let mut w = Watcher::start(None, |_| {}).await;
+    w.write("src/lib.rs", "pub fn a() {}");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Passed as i32);
+    assert_eq!(
+        (run.tests_passed, run.tests_failed, run.tests_ignored),
+        (3, 0, 1)
+    );
+    assert_eq!(run.trigger, "change");
+    assert_eq!(relative_paths(&run), vec!["src/lib.rs"]);
+    assert_eq!(run.exit_code, Some(0));
+    w.no_run_within(Duration::from_millis(700)).await;
+
+    for i in 0..5 {
+        w.write(&format!("src/m{i}.rs"), "// burst");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let run = w.next_run().await;
+    assert_eq!(run.changed_paths.len(), 5, "{:?}", run.changed_paths);
+    w.no_run_within(Duration::from_millis(700)).await;
+    assert_eq!(w.started_runs(), 2);
+
+    let status = w
+        .client
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.runs_finished, 2);
+    assert_eq!(status.phase, v1::WatcherPhase::Idle as i32);
+    assert_eq!(status.last_run.unwrap().run_id, run.run_id);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn ignored_paths_never_trigger_a_run() {
+    let mut w = Watcher::start(None, |_| {}).await;
+    w.write("target/debug/build.rs", "x");
+    w.write(".automation/audit-agent.db", "x");
+    w.write("debug.log", "x");
+    w.write("sub/target/out", "x");
+    w.no_run_within(Duration::from_millis(800)).await;
+    assert_eq!(w.started_runs(), 0);
+    // The watch is alive: a file that matters still triggers.
+    w.write("src/new_dir/mod.rs", "x");
+    let run = w.next_run().await;
+    assert!(
+        relative_paths(&run).contains(&"src/new_dir/mod.rs"),
+        "{:?}",
+        run.changed_paths
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn failures_timeouts_and_unstartable_commands_are_told_apart() {
+    let mut w = Watcher::start(None, |c| c.engine.timeout = Duration::from_millis(500)).await;
+    w.mode("fail");
+    w.write("src/lib.rs", "1");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Failed as i32);
+    assert_eq!((run.tests_passed, run.tests_failed), (1, 2));
+    assert_eq!(
+        run.failed_tests,
+        vec!["parser::handles_empty", "net::timeouts"]
+    );
+    assert_eq!(run.exit_code, Some(101));
+
+    w.mode("hang");
+    w.write("src/lib.rs", "2");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Timeout as i32);
+    assert!(run.duration_seconds < 5.0, "{}", run.duration_seconds);
+    w.stop().await;
+
+    let mut w = Watcher::start(None, |c| {
+        c.engine.command = "/nonexistent/test-runner".into()
+    })
+    .await;
+    w.write("src/lib.rs", "3");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Error as i32);
+    assert!(!run.error.is_empty());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn on_busy_restart_cancels_and_queue_reruns_once() {
+    let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Restart).await;
+    w.mode("hang");
+    let started = w
+        .client
+        .trigger_run(v1::TriggerRunRequest {
+            reason: "first".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.accepted);
+    within("run started", async {
+        while w.started_runs() < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    w.mode("pass");
+    let restart = w
+        .client
+        .trigger_run(v1::TriggerRunRequest {
+            reason: "second".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(restart.accepted, "{}", restart.message);
+    let first = w.next_run().await;
+    assert_eq!(first.result, RunResult::Cancelled as i32);
+    assert_eq!(first.trigger, "first");
+    let second = w.next_run().await;
+    assert_eq!(second.result, RunResult::Passed as i32);
+    assert_eq!(second.trigger, "second");
+    w.stop().await;
+
+    let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Queue).await;
+    w.mode("slow");
+    w.client
+        .trigger_run(v1::TriggerRunRequest::default())
+        .await
+        .unwrap();
+    within("run started", async {
+        while w.started_runs() < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    w.mode("pass");
+    w.write("src/a.rs", "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.write("src/b.rs", "b");
+    let status = within("queued", async {
+        loop {
+            let s = w
+                .client
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if s.rerun_queued {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(status.phase, v1::WatcherPhase::Running as i32);
+    let first = w.next_run().await;
+    assert_eq!(first.result, RunResult::Passed as i32);
+    let rerun = w.next_run().await;
+    assert_eq!(
+        rerun.changed_paths.len(),
+        2,
+        "both changes in one rerun: {:?}",
+        rerun.changed_paths
+    );
+    w.no_run_within(Duration::from_millis(600)).await;
+    assert_eq!(w.started_runs(), 2);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn junit_results_are_read_when_configured() {
+    let control = tempfile::tempdir().unwrap();
+    let junit = control.path().join("junit.xml");
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="3" failures="1" errors="0" uuid="1" timestamp="2026-11-27T00:00:00Z" time="0.1">
+  <testsuite name="demo" tests="3" disabled="0" errors="0" failures="1">
+    <testcase name="tests::good" classname="demo" timestamp="2026-11-27T00:00:00Z" time="0.01"/>
+    <testcase name="tests::bad" classname="demo" timestamp="2026-11-27T00:00:00Z" time="0.01"><failure type="test failure">boom</failure></testcase>
+    <testcase name="tests::later" classname="demo" timestamp="2026-11-27T00:00:00Z" time="0.0"><skipped/></testcase>
+  </testsuite>
+</testsuites>"#;
+    std::fs::write(control.path().join("junit.src"), xml).unwrap();
+    let command = format!(
+        "cp '{0}/junit.src' '{0}/junit.xml'; exit 100",
+        control.path().display()
+    );
+    let mut w = Watcher::start(None, |c| {
+        c.engine.command = command;
+        c.engine.junit = Some(junit.clone());
+    })
+    .await;
+    w.write("src/lib.rs", "x");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Failed as i32);
+    assert_eq!(
+        (run.tests_passed, run.tests_failed, run.tests_ignored),
+        (1, 1, 1)
+    );
+    assert_eq!(run.failed_tests.len(), 1);
+    assert!(
+        run.failed_tests[0].contains("tests::bad"),
+        "{:?}",
+        run.failed_tests
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_collector_shows_the_runs() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let mut w = Watcher::start(Some(&collector), |_| {}).await;
+    w.write("src/lib.rs", "1");
+    w.next_run().await;
+    w.mode("fail");
+    w.write("src/lib.rs", "2");
+    w.next_run().await;
+    let tw = |extra: (&'static str, &'static str)| {
+        vec![
+            ("component", "test-watcher"),
+            ("component_instance", "tw-test"),
+            extra,
+        ]
+    };
+    let m = within("metrics", async {
+        loop {
+            let m = collector.metrics().await;
+            if m.get("test_watcher_runs_total", &tw(("result", "failed"))) == Some(1.0) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        m.value("test_watcher_runs_total", &tw(("result", "passed"))),
+        1.0
+    );
+    assert_eq!(
+        m.value("test_watcher_tests_run_total", &tw(("outcome", "passed"))),
+        4.0
+    );
+    assert_eq!(
+        m.value("test_watcher_tests_run_total", &tw(("outcome", "failed"))),
+        2.0
+    );
+    assert_eq!(
+        m.value("test_watcher_tests_run_total", &tw(("outcome", "ignored"))),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "test_watcher_test_execution_duration_seconds_count",
+            &tw(("component", "test-watcher"))
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.value(
+            "test_watcher_files_processed_total",
+            &tw(("component", "test-watcher"))
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.value(
+            "test_watcher_debounce_duration_seconds_count",
+            &tw(("component", "test-watcher"))
+        ),
+        2.0
+    );
+    assert!(
+        m.value(
+            "test_watcher_last_run_timestamp_seconds",
+            &tw(("component", "test-watcher"))
+        ) > 1.7e9
+    );
+    assert_eq!(
+        m.value(
+            "automation_component_up",
+            &tw(("component", "test-watcher"))
+        ),
+        1.0
+    );
+    // The watch callback crossed the async bridge for each change.
+    assert!(
+        m.value(
+            "safe_async_bridge_calls_total",
+            &tw(("direction", "to_async"))
+        ) >= 2.0
+    );
+    w.stop().await;
+    let m = collector.metrics().await;
+    assert_eq!(
+        m.value(
+            "automation_component_stopped",
+            &tw(("component", "test-watcher"))
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_real_cargo_test_on_a_tiny_crate() {
+    let target = tempfile::tempdir().unwrap();
+    let target_dir = target.path().to_path_buf();
+    let mut w = Watcher::start(None, |c| {
+        let root = &c.engine.root;
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("src/lib.rs"),
+            "pub fn add(a: u32, b: u32) -> u32 { a + b }\n\
+             #[cfg(test)]\nmod tests {\n\
+             #[test] fn adds() { assert_eq!(super::add(2, 2), 4); }\n\
+             #[test] fn wrong() { assert_eq!(super::add(2, 2), 5); }\n\
+             #[test] #[ignore] fn slow() {}\n}\n",
+        )
+        .unwrap();
+        c.engine.command = format!(
+            "CARGO_TARGET_DIR='{}' cargo test --offline",
+            target_dir.display()
+        );
+        c.engine.timeout = Duration::from_secs(240);
+    })
+    .await;
+    let answer = w
+        .client
+        .trigger_run(v1::TriggerRunRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.accepted);
+    let run = tokio::time::timeout(Duration::from_secs(300), w.runs.message())
+        .await
+        .expect("cargo test finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.trigger, "manual");
+    assert_eq!(run.result, RunResult::Failed as i32, "{}", run.output_tail);
+    assert_eq!(
+        (run.tests_passed, run.tests_failed, run.tests_ignored),
+        (1, 1, 1),
+        "{}",
+        run.output_tail
+    );
+    assert_eq!(run.failed_tests, vec!["tests::wrong"]);
+    assert!(run.peak_rss_bytes > 0);
+    w.stop().await;
+}

@@ -256,7 +256,10 @@ pub async fn run(
     }
 
     let mut routes = Routes::new(InterceptedService::new(
-        TestWatcherServer::new(server::TestWatcherService::new(engine.clone())),
+        TestWatcherServer::new(server::TestWatcherService::new(
+            engine.clone(),
+            shutdown.clone(),
+        )),
         config.auth.clone(),
     ));
     routes = routes.prepare();

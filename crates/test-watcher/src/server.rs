@@ -10,6 +10,7 @@ use automation_proto::v1::{
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::engine::EngineHandle;
@@ -18,12 +19,14 @@ use crate::engine::EngineHandle;
 #[derive(Debug, Clone)]
 pub struct TestWatcherService {
     engine: EngineHandle,
+    stopping: CancellationToken,
 }
 
 impl TestWatcherService {
-    /// The service for `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
-        Self { engine }
+    /// The service for `engine`; `WatchRuns` streams end when `stopping`
+    /// is cancelled, so they do not hold up a graceful shutdown.
+    pub fn new(engine: EngineHandle, stopping: CancellationToken) -> Self {
+        Self { engine, stopping }
     }
 }
 
@@ -73,7 +76,10 @@ impl TestWatcher for TestWatcherService {
         } else {
             None
         };
-        let stream = tokio_stream::iter(last.map(Ok)).chain(live);
+        let stream = futures_util::StreamExt::take_until(
+            tokio_stream::iter(last.map(Ok)).chain(live),
+            self.stopping.clone().cancelled_owned(),
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

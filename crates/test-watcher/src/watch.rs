@@ -232,3 +232,26 @@ fn filter_event(filter: &Mutex<Filter>, event: Event, started: Instant) -> Optio
         processing: started.elapsed(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_limit_names_the_setting_to_raise() {
+        let enospc = notify::Error::io(std::io::Error::from_raw_os_error(28));
+        let message = classify(Path::new("/src"), &enospc).to_string();
+        assert!(message.contains("fs.inotify.max_user_watches"), "{message}");
+        assert!(message.contains("--poll"), "{message}");
+        let limit = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        assert!(matches!(
+            classify(Path::new("/src"), &limit),
+            WatchError::Limit { .. }
+        ));
+        let other = notify::Error::generic("odd");
+        assert!(matches!(
+            classify(Path::new("/src"), &other),
+            WatchError::Other { .. }
+        ));
+    }
+}

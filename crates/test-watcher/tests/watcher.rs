@@ -518,3 +518,76 @@ async fn a_real_cargo_test_on_a_tiny_crate() {
     assert!(run.peak_rss_bytes > 0);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn the_polling_watcher_sees_changes_too() {
+    let mut w = Watcher::start(None, |c| c.poll = Some(Duration::from_millis(100))).await;
+    w.write("src/lib.rs", "polled");
+    let run = w.next_run().await;
+    assert_eq!(relative_paths(&run), vec!["src/lib.rs"]);
+    w.no_run_within(Duration::from_millis(500)).await;
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_collector_shows_as_degraded_not_unready() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = http.local_addr().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config::new("tw-degraded", root.path().to_path_buf());
+    config.shutdown_delay = Duration::ZERO;
+    let mut rc = ReporterConfig::new(format!("http://{dead}"), "test-watcher", "tw-degraded", "1");
+    rc.heartbeat_interval = Duration::from_millis(100);
+    config.reporter = Some(rc);
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(
+        config,
+        Listeners { grpc, http },
+        shutdown.clone(),
+        Some(tx),
+    ));
+    let handles = rx.await.unwrap();
+    within("ready", handles.health.wait_ready()).await;
+    let body = within("degraded", async {
+        loop {
+            handles.health.check_now().await;
+            let (status, body) = automation_collector::testing::http_get(admin, "/ready").await;
+            assert_eq!(
+                status, 200,
+                "a dead collector must not make the watcher unready: {body}"
+            );
+            if body.contains("\"degraded\"") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["components"]["collector"]["status"], "degraded");
+    assert!(report["components"]["collector"]["last_error"].is_string());
+    assert_eq!(report["components"]["watch"]["status"], "ok");
+    shutdown.cancel();
+    within("shutdown", task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_root_that_is_not_a_directory_is_an_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let config = Config::new("tw", file.path().to_path_buf());
+    let listeners = Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let error = run(config, listeners, CancellationToken::new(), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not a directory"), "{error}");
+}

@@ -30,6 +30,7 @@ rust-test:
 bench:
 	$(CARGO) bench --locked -p automation-collector --bench collector
 	$(CARGO) bench --locked -p automation-async-bridge --bench bridge
+	$(CARGO) bench --locked -p automation-test-watcher --bench watcher
 
 ## Print the collector's metric catalog (JSON).
 catalog:

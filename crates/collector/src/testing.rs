@@ -80,6 +80,20 @@ impl TestCollector {
         Samples::parse(&self.metrics_text().await)
     }
 
+    /// Polls `/metrics` until `check` holds (panics after 30 s, naming `what`).
+    pub async fn eventually(&self, what: &str, check: impl Fn(&Samples) -> bool) -> Samples {
+        within(what, async {
+            loop {
+                let samples = self.metrics().await;
+                if check(&samples) {
+                    return samples;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await
+    }
+
     /// Shuts it down gracefully and waits until it has stopped.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -93,6 +107,14 @@ impl Drop for TestCollector {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `fut`'s output, or a panic naming `what` after 30 s: a test that would
+/// hang fails instead.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 async fn bind_retrying(addr: SocketAddr) -> TcpListener {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use automation_async_bridge::{Bridge, BridgeError};
 use automation_collector::Config;
-use automation_collector::testing::{Samples, TestCollector};
+use automation_collector::testing::{Samples, TestCollector, within};
 use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
 use automation_telemetry::reporter::{Reporter, ReporterConfig};
 use tokio::time::sleep;
@@ -37,30 +37,6 @@ fn instance() -> [(&'static str, &'static str); 2] {
 fn direction(direction: &'static str) -> [(&'static str, &'static str); 3] {
     let [component, instance] = instance();
     [component, instance, ("direction", direction)]
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Polls `/metrics` until `check` holds.
-async fn eventually(
-    collector: &TestCollector,
-    what: &str,
-    check: impl Fn(&Samples) -> bool,
-) -> Samples {
-    within(what, async {
-        loop {
-            let samples = collector.metrics().await;
-            if check(&samples) {
-                return samples;
-            }
-            sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await
 }
 
 /// `(calls, errors, timeouts, durations recorded)` of one direction.
@@ -122,25 +98,28 @@ async fn bridge_calls_and_live_values_reach_the_metrics() {
 
     let expected_async = (6.0, 2.0, 1.0, 6.0);
     let expected_blocking = (4.0, 1.0, 1.0, 4.0);
-    let m = eventually(&collector, "every call counted", |m| {
-        counts(m, "to_async").0 >= expected_async.0
-            && counts(m, "to_blocking").0 >= expected_blocking.0
-    })
-    .await;
+    let m = collector
+        .eventually("every call counted", |m| {
+            counts(m, "to_async").0 >= expected_async.0
+                && counts(m, "to_blocking").0 >= expected_blocking.0
+        })
+        .await;
     assert_eq!(counts(&m, "to_async"), expected_async);
     assert_eq!(counts(&m, "to_blocking"), expected_blocking);
 
     // The detached work still runs: one task pending, in events and heartbeats.
-    let m = eventually(&collector, "a heartbeat after the calls", |m| {
-        m.get(PENDING, &instance()) == Some(1.0)
-    })
-    .await;
+    let m = collector
+        .eventually("a heartbeat after the calls", |m| {
+            m.get(PENDING, &instance()) == Some(1.0)
+        })
+        .await;
     assert_eq!(m.value(LOOPS, &instance()), 1.0, "the bridge's own runtime");
     release.send(()).expect("the detached work waits");
-    eventually(&collector, "the detached work ended", |m| {
-        m.get(PENDING, &instance()) == Some(0.0)
-    })
-    .await;
+    collector
+        .eventually("the detached work ended", |m| {
+            m.get(PENDING, &instance()) == Some(0.0)
+        })
+        .await;
 
     // The heartbeat's process and system figures.
     let m = collector.metrics().await;
@@ -166,10 +145,9 @@ async fn bridge_calls_and_live_values_reach_the_metrics() {
 
     // The last bridge gone, its runtime stops and the heartbeat says so.
     drop(bridge);
-    eventually(&collector, "no active loop", |m| {
-        m.get(LOOPS, &instance()) == Some(0.0)
-    })
-    .await;
+    collector
+        .eventually("no active loop", |m| m.get(LOOPS, &instance()) == Some(0.0))
+        .await;
 
     let stats = within(
         "reporter shutdown",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use automation_collector::testing::{Samples, TestCollector, http_get};
+use automation_collector::testing::{TestCollector, http_get, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
 use tonic::Code;
@@ -63,30 +63,6 @@ fn config() -> Config {
     let mut config = Config::new("collector-test");
     config.sweep_interval = Duration::from_millis(50);
     config
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Polls `/metrics` until `check` holds.
-async fn eventually(
-    collector: &TestCollector,
-    what: &str,
-    check: impl Fn(&Samples) -> bool,
-) -> Samples {
-    within(what, async {
-        loop {
-            let samples = collector.metrics().await;
-            if check(&samples) {
-                return samples;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -801,10 +777,11 @@ async fn silent_instances_go_down_and_goodbyes_mean_stopped() {
         .await
         .unwrap();
 
-    let m = eventually(&collector, "quiet instance marked down", |m| {
-        m.get("automation_component_up", &quiet) == Some(0.0)
-    })
-    .await;
+    let m = collector
+        .eventually("quiet instance marked down", |m| {
+            m.get("automation_component_up", &quiet) == Some(0.0)
+        })
+        .await;
     assert_eq!(
         m.value("automation_component_stopped", &quiet),
         0.0,

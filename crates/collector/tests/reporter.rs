@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::{Samples, TestCollector};
+use automation_collector::testing::{Samples, TestCollector, within};
 use automation_proto::v1::{self, event::Payload};
 use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterStats};
 use tokio::time::sleep;
@@ -57,30 +57,6 @@ fn file(number: u64) -> Payload {
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Polls `/metrics` until `check` holds.
-async fn eventually(
-    collector: &TestCollector,
-    what: &str,
-    check: impl Fn(&Samples) -> bool,
-) -> Samples {
-    within(what, async {
-        loop {
-            let samples = collector.metrics().await;
-            if check(&samples) {
-                return samples;
-            }
-            sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await
 }
 
 /// Waits until the reporter's stats satisfy `check`.
@@ -131,10 +107,9 @@ async fn events_reported_before_the_collector_starts_arrive_exactly_once() {
 
     let collector = TestCollector::start_on(config(), addr).await;
     let tw = watcher("early");
-    let m = eventually(&collector, "all 300 applied", |m| {
-        m.get(FILES, &tw) == Some(300.0)
-    })
-    .await;
+    let m = collector
+        .eventually("all 300 applied", |m| m.get(FILES, &tw) == Some(300.0))
+        .await;
     assert_eq!(m.value("automation_component_up", &tw), 1.0);
     until_stats(&reporter, "reconnected", |s| s.connected).await;
 
@@ -144,10 +119,11 @@ async fn events_reported_before_the_collector_starts_arrive_exactly_once() {
 
     let stats = shutdown(reporter).await;
     assert_eq!((stats.dropped_events, stats.buffered_events), (0, 0));
-    let m = eventually(&collector, "goodbye applied", |m| {
-        m.get("automation_component_stopped", &tw) == Some(1.0)
-    })
-    .await;
+    let m = collector
+        .eventually("goodbye applied", |m| {
+            m.get("automation_component_stopped", &tw) == Some(1.0)
+        })
+        .await;
     assert_eq!(m.value("automation_component_up", &tw), 0.0);
     assert_eq!(m.value(FILES, &tw), 300.0);
     assert_eq!(m.value(DROPPED, &tw), 0.0);
@@ -161,10 +137,11 @@ async fn a_collector_restart_loses_nothing_the_buffer_holds() {
     let tw = watcher("restarted");
 
     report_files(&reporter, 100).await;
-    let m = eventually(&a, "the first 100 applied and acknowledged", |m| {
-        m.get(FILES, &tw) == Some(100.0) && reporter.stats().buffered_events == 0
-    })
-    .await;
+    let m = a
+        .eventually("the first 100 applied and acknowledged", |m| {
+            m.get(FILES, &tw) == Some(100.0) && reporter.stats().buffered_events == 0
+        })
+        .await;
     // A's counts go with A: what it applied is read before it stops.
     let applied_by_a = m.value(FILES, &tw);
     within("collector A stops", a.stop()).await;
@@ -174,7 +151,7 @@ async fn a_collector_restart_loses_nothing_the_buffer_holds() {
     let b = TestCollector::start_on(config(), addr).await;
     report_files(&reporter, 50).await;
 
-    eventually(&b, "B applied what A never saw", |m| {
+    b.eventually("B applied what A never saw", |m| {
         m.get(FILES, &tw) == Some(200.0)
     })
     .await;

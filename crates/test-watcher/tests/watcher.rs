@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_collector::testing::TestCollector;
+use automation_collector::testing::{TestCollector, within};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, RunResult, RunSummary};
 use automation_telemetry::reporter::ReporterConfig;
@@ -152,12 +152,6 @@ impl Watcher {
         self.shutdown.cancel();
         within("shutdown", self.task).await.unwrap();
     }
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 fn relative_paths(summary: &RunSummary) -> Vec<&str> {

@@ -585,3 +585,32 @@ async fn a_root_that_is_not_a_directory_is_an_error() {
         .unwrap_err();
     assert!(error.to_string().contains("not a directory"), "{error}");
 }
+
+#[tokio::test]
+async fn on_busy_ignore_drops_requests_during_a_run() {
+    let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Ignore).await;
+    w.mode("slow");
+    w.client
+        .trigger_run(v1::TriggerRunRequest::default())
+        .await
+        .unwrap();
+    within("run started", async {
+        while w.started_runs() < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let dropped = w
+        .client
+        .trigger_run(v1::TriggerRunRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!dropped.accepted, "{}", dropped.message);
+    w.write("src/during.rs", "x");
+    let run = w.next_run().await;
+    assert_eq!(run.result, RunResult::Passed as i32);
+    w.no_run_within(Duration::from_millis(800)).await;
+    assert_eq!(w.started_runs(), 1);
+    w.stop().await;
+}

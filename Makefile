@@ -24,7 +24,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 rust-test:
-	$(CARGO) test --workspace --locked
+	./scripts/rust-tests.sh
 
 ## Benchmarks that print figures.
 bench:

@@ -134,6 +134,16 @@ impl Watcher {
             .unwrap_or(0)
     }
 
+    /// Waits until the command has started `n` times.
+    async fn wait_started(&self, n: usize) {
+        within("run started", async {
+            while self.started_runs() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     async fn next_run(&mut self) -> RunSummary {
         within("a run result", self.runs.message())
             .await
@@ -259,12 +269,7 @@ async fn on_busy_restart_cancels_and_queue_reruns_once() {
         .unwrap()
         .into_inner();
     assert!(started.accepted);
-    within("run started", async {
-        while w.started_runs() < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    w.wait_started(1).await;
     w.mode("pass");
     let restart = w
         .client
@@ -289,12 +294,7 @@ async fn on_busy_restart_cancels_and_queue_reruns_once() {
         .trigger_run(v1::TriggerRunRequest::default())
         .await
         .unwrap();
-    within("run started", async {
-        while w.started_runs() < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    w.wait_started(1).await;
     w.mode("pass");
     w.write("src/a.rs", "a");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -594,12 +594,7 @@ async fn on_busy_ignore_drops_requests_during_a_run() {
         .trigger_run(v1::TriggerRunRequest::default())
         .await
         .unwrap();
-    within("run started", async {
-        while w.started_runs() < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    w.wait_started(1).await;
     let dropped = w
         .client
         .trigger_run(v1::TriggerRunRequest::default())

@@ -32,7 +32,6 @@ use automation_proto::v1::{Event, Heartbeat, event::Payload};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::sampler::Sampler;
 use automation_telemetry::serve::{Listeners, ServeOptions, serve};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::ServerTlsConfig;
@@ -94,13 +93,12 @@ pub struct Handles {
     pub health: HealthChecker,
 }
 
-/// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` is cancelled,
+/// Serves gRPC and HTTP on `listeners` until `shutdown` is cancelled,
 /// then shuts down gracefully: unready at once, up for `shutdown_delay`, then
 /// drains within `shutdown_grace`. `started` receives the handles once serving.
 pub async fn run(
     config: Config,
-    grpc: TcpListener,
-    http: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
     started: Option<tokio::sync::oneshot::Sender<Handles>>,
 ) -> Result<(), Error> {
@@ -138,7 +136,7 @@ pub async fn run(
         &health,
         routes,
         server::metrics_router(Arc::clone(&state)),
-        Listeners { grpc, http },
+        listeners,
         shutdown,
         move || {
             drop(starting);

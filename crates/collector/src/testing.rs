@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use automation_telemetry::serve::Listeners;
+
 use crate::{Config, Handles, run};
 
 /// A collector serving on loopback until stopped (or dropped).
@@ -45,7 +47,12 @@ impl TestCollector {
         );
         let shutdown = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(config, grpc, http, shutdown.clone(), Some(tx)));
+        let task = tokio::spawn(run(
+            config,
+            Listeners { grpc, http },
+            shutdown.clone(),
+            Some(tx),
+        ));
         let handles = rx.await.expect("collector started");
         Self {
             grpc: grpc_addr,

@@ -39,6 +39,20 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The gRPC bearer tokens (`AUTH_TOKEN_FILE`); an unusable file is a
+    /// configuration error: one line, exit 64.
+    pub fn auth_or_exit(&self, program: &str) -> crate::auth::BearerAuth {
+        crate::auth::BearerAuth::from_file(self.auth_token_file.as_deref())
+            .unwrap_or_else(|e| config_error(program, e))
+    }
+
+    /// TLS for the gRPC listener (`TLS_CERT_FILE`, `TLS_KEY_FILE`); unreadable
+    /// files are a configuration error: one line, exit 64.
+    pub fn tls_or_exit(&self, program: &str) -> Option<tonic::transport::ServerTlsConfig> {
+        let (cert, key) = (self.tls_cert_file.as_ref()?, self.tls_key_file.as_ref()?);
+        Some(crate::tls::server_config(cert, key).unwrap_or_else(|e| config_error(program, e)))
+    }
+
     /// The instance name: `--instance`, else the host name, else `unknown`.
     pub fn instance_name(&self) -> String {
         self.instance.clone().unwrap_or_else(|| {

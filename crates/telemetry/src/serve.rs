@@ -5,6 +5,7 @@
 //! still serving for `shutdown_delay` so load balancers notice, then
 //! draining in-flight work within `shutdown_grace`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use automation_health::HealthChecker;
@@ -52,6 +53,25 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// HTTP admin.
     pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses; a failure prints one line naming the address
+    /// and exits 1.
+    pub async fn bind_or_exit(program: &str, grpc: SocketAddr, http: SocketAddr) -> Self {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.unwrap_or_else(|error| {
+                eprintln!("{program}: cannot listen for {what} on {addr}: {error}");
+                std::process::exit(1);
+            })
+        };
+        let listeners = Self {
+            grpc: bind("gRPC", grpc).await,
+            http: bind("HTTP", http).await,
+        };
+        tracing::info!(%grpc, %http, "listening");
+        listeners
+    }
 }
 
 /// A server failed.

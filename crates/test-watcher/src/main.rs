@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::config::{config_error, parse_or_exit};
 use automation_telemetry::serve::Listeners;
-use automation_telemetry::{logging, shutdown, tls};
+use automation_telemetry::{logging, shutdown};
 use automation_test_watcher::config::Cli;
 use automation_test_watcher::{Config, run};
 
@@ -34,32 +33,17 @@ async fn main() {
         &instance,
         env!("CARGO_PKG_VERSION"),
     ));
-    config.auth = BearerAuth::from_file(cli.common.auth_token_file.as_deref())
-        .unwrap_or_else(|e| config_error(NAME, e));
-    if let (Some(cert), Some(key)) = (&cli.common.tls_cert_file, &cli.common.tls_key_file) {
-        config.tls = Some(tls::server_config(cert, key).unwrap_or_else(|e| config_error(NAME, e)));
-    }
+    config.auth = cli.common.auth_or_exit(NAME);
+    config.tls = cli.common.tls_or_exit(NAME);
     if !w.watch_root.is_dir() {
         config_error(
             NAME,
             format!("WATCH_ROOT {} is not a directory", w.watch_root.display()),
         );
     }
-    let listeners = Listeners {
-        grpc: bind("gRPC", cli.grpc_listen).await,
-        http: bind("HTTP", cli.http_listen).await,
-    };
+    let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
     if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
         eprintln!("{NAME}: {error}");
         std::process::exit(1);
     }
-}
-
-async fn bind(what: &str, addr: std::net::SocketAddr) -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .unwrap_or_else(|error| {
-            eprintln!("{NAME}: cannot listen for {what} on {addr}: {error}");
-            std::process::exit(1);
-        })
 }

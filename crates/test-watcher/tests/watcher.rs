@@ -134,6 +134,17 @@ impl Watcher {
             .unwrap_or(0)
     }
 
+    /// Asks for a run over gRPC.
+    async fn trigger(&mut self, reason: &str) -> v1::TriggerRunResponse {
+        self.client
+            .trigger_run(v1::TriggerRunRequest {
+                reason: reason.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Waits until the command has started `n` times.
     async fn wait_started(&self, n: usize) {
         within("run started", async {
@@ -260,25 +271,11 @@ async fn failures_timeouts_and_unstartable_commands_are_told_apart() {
 async fn on_busy_restart_cancels_and_queue_reruns_once() {
     let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Restart).await;
     w.mode("hang");
-    let started = w
-        .client
-        .trigger_run(v1::TriggerRunRequest {
-            reason: "first".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let started = w.trigger("first").await;
     assert!(started.accepted);
     w.wait_started(1).await;
     w.mode("pass");
-    let restart = w
-        .client
-        .trigger_run(v1::TriggerRunRequest {
-            reason: "second".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let restart = w.trigger("second").await;
     assert!(restart.accepted, "{}", restart.message);
     let first = w.next_run().await;
     assert_eq!(first.result, RunResult::Cancelled as i32);
@@ -290,10 +287,7 @@ async fn on_busy_restart_cancels_and_queue_reruns_once() {
 
     let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Queue).await;
     w.mode("slow");
-    w.client
-        .trigger_run(v1::TriggerRunRequest::default())
-        .await
-        .unwrap();
+    w.trigger("").await;
     w.wait_started(1).await;
     w.mode("pass");
     w.write("src/a.rs", "a");
@@ -488,12 +482,7 @@ async fn a_real_cargo_test_on_a_tiny_crate() {
         c.engine.timeout = Duration::from_secs(240);
     })
     .await;
-    let answer = w
-        .client
-        .trigger_run(v1::TriggerRunRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = w.trigger("").await;
     assert!(answer.accepted);
     let run = tokio::time::timeout(Duration::from_secs(300), w.runs.message())
         .await
@@ -590,17 +579,9 @@ async fn a_root_that_is_not_a_directory_is_an_error() {
 async fn on_busy_ignore_drops_requests_during_a_run() {
     let mut w = Watcher::start(None, |c| c.engine.on_busy = OnBusy::Ignore).await;
     w.mode("slow");
-    w.client
-        .trigger_run(v1::TriggerRunRequest::default())
-        .await
-        .unwrap();
+    w.trigger("").await;
     w.wait_started(1).await;
-    let dropped = w
-        .client
-        .trigger_run(v1::TriggerRunRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let dropped = w.trigger("").await;
     assert!(!dropped.accepted, "{}", dropped.message);
     w.write("src/during.rs", "x");
     let run = w.next_run().await;

@@ -127,6 +127,7 @@ async fn bridge_calls_and_live_values_reach_the_metrics() {
     assert!(m.value("automation_process_resident_memory_bytes", &tw) > 0.0);
     assert!(m.value("automation_process_open_fds", &tw) > 0.0);
     assert!(m.value("automation_system_memory_total_bytes", &tw) > 0.0);
+    assert!(m.value("automation_system_disk_available_bytes", &tw) > 0.0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")

@@ -31,6 +31,7 @@ bench:
 	$(CARGO) bench --locked -p automation-collector --bench collector
 	$(CARGO) bench --locked -p automation-async-bridge --bench bridge
 	$(CARGO) bench --locked -p automation-test-watcher --bench watcher
+	$(CARGO) bench --locked -p automation-audit-agent --bench audit
 
 ## Print the collector's metric catalog (JSON).
 catalog:

@@ -1,0 +1,97 @@
+//! The audit-agent's command line; every flag also reads its environment
+//! variable (DESIGN §3).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
+
+/// `audit-agent`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "audit-agent",
+    version,
+    about = "Audits a git repository's progress: commits, plan markers, coverage; history in SQLite"
+)]
+pub struct Cli {
+    /// Without a command: serve. The commands work on the database only.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_LISTEN", default_value = "0.0.0.0:50053")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP admin listen address (/health, /ready).
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9402")]
+    pub http_listen: SocketAddr,
+    /// The SQLite database holding the audit history.
+    #[arg(
+        long,
+        env = "DATABASE_PATH",
+        default_value = ".automation/audit-agent.db",
+        global = true
+    )]
+    pub database_path: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub reporter: ReporterArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Database maintenance.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copy the database to a new file, consistently, even while the agent runs.
+    Backup {
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace the database with a backup (stop the agent first). The
+    /// replaced database is kept as `<database>.before-restore`.
+    Restore {
+        /// The backup file to restore.
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// What to audit and when.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// The git repository to audit (its working tree).
+    #[arg(long, env = "REPO_PATH", default_value = ".")]
+    pub repo_path: PathBuf,
+    /// Audit this often; 0 audits on request only.
+    #[arg(long, env = "AUDIT_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub audit_interval: Duration,
+    /// Do not audit at start (only on the schedule and on request).
+    #[arg(long, env = "SKIP_STARTUP_AUDIT")]
+    pub skip_startup_audit: bool,
+    /// A coverage report (relative to the repository); default: look for
+    /// lcov.info, coverage.json, cobertura.xml … in the usual places.
+    #[arg(long, env = "COVERAGE_PATH")]
+    pub coverage_path: Option<PathBuf>,
+    /// The coverage report's format; default: told from its contents.
+    #[arg(long, env = "COVERAGE_FORMAT", value_parser = ["lcov", "cobertura", "llvm-cov-json"])]
+    pub coverage_format: Option<String>,
+    /// Markdown files holding plan items (comma-separated globs, relative to the repository).
+    #[arg(
+        long,
+        env = "MARKDOWN_GLOBS",
+        value_delimiter = ',',
+        default_value = "**/*.md"
+    )]
+    pub markdown_globs: Vec<String>,
+    /// The longest one analysis (git, markers, coverage) may take.
+    #[arg(long, env = "ANALYSIS_TIMEOUT", value_parser = parse_interval, default_value = "5m")]
+    pub analysis_timeout: Duration,
+    /// Reports kept in the database; older ones are deleted (0: keep all).
+    #[arg(long, env = "KEEP_REPORTS", default_value_t = 10_000)]
+    pub keep_reports: u64,
+    /// How long to wait for a database another process has locked.
+    #[arg(long, env = "DATABASE_BUSY_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub database_busy_timeout: Duration,
+}

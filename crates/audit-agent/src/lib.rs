@@ -1,0 +1,302 @@
+//! The audit-agent: audits a git repository on a schedule and on demand —
+//! new commits, plan items in Markdown, line coverage — keeps the history in
+//! SQLite so nothing is counted twice, and reports every audit.
+//!
+//! Layout:
+//! * [`git`]: commits since the last audited head, history rewrites (libgit2).
+//! * [`markers`]: plan items in Markdown (pulldown-cmark), code blocks skipped.
+//! * [`coverage`]: LCOV, Cobertura XML, llvm-cov JSON.
+//! * [`store`]: the SQLite history, schema versions, backup and restore.
+//! * [`audit`]: one audit, stored then reported; [`engine`]: one at a time,
+//!   on a schedule and on request.
+//! * [`server`]: `automation.v1.AuditAgent`; [`config`]: the command line.
+//!
+//! Run it with `cargo run -p automation-audit-agent --bin audit-agent`; it
+//! listens on gRPC :50053 and HTTP :9402 (`/health`, `/ready`).
+
+pub mod audit;
+pub mod config;
+pub mod coverage;
+pub mod engine;
+pub mod git;
+pub mod markers;
+pub mod model;
+pub mod server;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automation_async_bridge::Bridge;
+use automation_health::HealthChecker;
+use automation_proto::v1::audit_agent_server::AuditAgentServer;
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
+use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
+
+pub use crate::audit::{AuditConfig, Auditor};
+use crate::engine::EngineHandle;
+use crate::store::{Store, StoreError};
+
+/// Everything [`run`] needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This instance's `component_instance`.
+    pub instance: String,
+    /// What an audit looks at.
+    pub audit: AuditConfig,
+    /// The SQLite file.
+    pub database: PathBuf,
+    /// How long to wait for a database another process has locked.
+    pub database_busy_timeout: Duration,
+    /// Audit this often (`None`: on request only).
+    pub interval: Option<Duration>,
+    /// Audit once at start.
+    pub audit_on_start: bool,
+    /// Where events go; `None` reports nothing (tests).
+    pub reporter: Option<ReporterConfig>,
+    /// gRPC bearer tokens.
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// After shutdown begins, how long to stay up unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults: audit `repo` every 5 minutes and at start, history in `database`.
+    pub fn new(instance: &str, repo: PathBuf, database: PathBuf) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            audit: AuditConfig::new(repo),
+            database,
+            database_busy_timeout: Duration::from_secs(5),
+            interval: Some(Duration::from_secs(300)),
+            audit_on_start: true,
+            reporter: None,
+            auth: BearerAuth::disabled(),
+            tls: None,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What stops the audit-agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The repository path is not a readable directory.
+    #[error("REPO_PATH {path}: {reason}")]
+    Repository {
+        /// The configured path.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The database belongs to a newer version or to someone else.
+    #[error(transparent)]
+    Database(#[from] StoreError),
+    /// The reporter could not start.
+    #[error("reporter: {0}")]
+    Reporter(#[from] ReporterError),
+    /// The async bridge could not be built.
+    #[error("async bridge: {0}")]
+    Bridge(#[from] automation_async_bridge::BuildError),
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A running audit-agent's handles, for the stack and tests.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Runs audits.
+    pub engine: EngineHandle,
+    /// The health checker.
+    pub health: HealthChecker,
+}
+
+/// The heartbeat's live values: the bridge gauges.
+struct Live {
+    bridge: BridgeLiveState,
+}
+
+impl LiveState for Live {
+    fn fill(&self, heartbeat: &mut automation_proto::v1::Heartbeat) {
+        self.bridge.fill(heartbeat);
+    }
+}
+
+/// How long a health check of the repository or the database may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Audits and serves until `shutdown` is cancelled, then shuts down
+/// gracefully: unready, requests drained, the audit in progress finished,
+/// goodbye said.
+pub async fn run(
+    mut config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Handles>>,
+) -> Result<(), Error> {
+    let root = std::fs::canonicalize(&config.audit.root).map_err(|e| Error::Repository {
+        path: config.audit.root.clone(),
+        reason: e.to_string(),
+    })?;
+    if !root.is_dir() {
+        return Err(Error::Repository {
+            path: config.audit.root.clone(),
+            reason: "not a directory".to_owned(),
+        });
+    }
+    config.audit.root = root.clone();
+
+    let builder = Bridge::builder().thread_name("audit-agent-bridge");
+    let live = Arc::new(Live {
+        bridge: BridgeLiveState::new(builder.gauges()),
+    });
+    let reporter = config
+        .reporter
+        .clone()
+        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
+        .transpose()?;
+    let observer = ReportingObserver::unattached();
+    if let Some(reporter) = &reporter {
+        let _ = observer.attach(reporter.clone());
+    }
+    let bridge = builder.observer(observer).build()?;
+
+    // A newer or foreign database stops us here, untouched; a locked or
+    // corrupt one leaves us running, unready, retrying at every audit.
+    let store = Arc::new(Store::new(
+        config.database.clone(),
+        config.database_busy_timeout,
+    ));
+    let connected = {
+        let store = Arc::clone(&store);
+        bridge
+            .run_blocking(CHECK_TIMEOUT * 6, move || store.connect())
+            .await
+    };
+    match connected {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_fatal() => {
+            if let Some(reporter) = reporter {
+                reporter
+                    .shutdown("refused the database", Duration::from_secs(2))
+                    .await;
+            }
+            return Err(Error::Database(e));
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "the database cannot be used yet"),
+        Err(e) => tracing::error!(error = %e, "opening the database"),
+    }
+
+    let mut health = HealthChecker::builder("audit-agent")
+        .required("repository", {
+            let (bridge, root) = (bridge.clone(), root.clone());
+            move || {
+                let (bridge, root) = (bridge.clone(), root.clone());
+                async move {
+                    match bridge
+                        .run_blocking(CHECK_TIMEOUT, move || git::open(&root).map(|_| ()))
+                        .await
+                    {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            }
+        })
+        .required("database", {
+            let (bridge, store) = (bridge.clone(), Arc::clone(&store));
+            move || {
+                let (bridge, store) = (bridge.clone(), Arc::clone(&store));
+                async move {
+                    match bridge
+                        .run_blocking(CHECK_TIMEOUT, move || store.check_writable())
+                        .await
+                    {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            }
+        });
+    if let Some(reporter) = &reporter {
+        let reporter = reporter.clone();
+        health = health.dependency("collector", move || {
+            let reporter = reporter.clone();
+            async move { reporter.check().await }
+        });
+    }
+    let health = health.build();
+    let background = CancellationToken::new();
+    health.spawn(background.clone());
+
+    let auditor = Arc::new(Auditor::new(
+        config.audit.clone(),
+        Arc::clone(&store),
+        bridge.clone(),
+        reporter.clone(),
+    ));
+    let engine_stop = CancellationToken::new();
+    let (engine, engine_task) = engine::spawn(
+        Arc::clone(&auditor),
+        config.interval,
+        config.audit_on_start,
+        engine_stop.clone(),
+    );
+
+    let routes = Routes::new(InterceptedService::new(
+        AuditAgentServer::new(server::AuditAgentService::new(engine.clone(), auditor)),
+        config.auth.clone(),
+    ))
+    .prepare();
+    let options = ServeOptions {
+        service: "audit-agent".to_owned(),
+        auth: config.auth.clone(),
+        tls: config.tls.clone(),
+        shutdown_delay: config.shutdown_delay,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let handles = Handles {
+        engine,
+        health: health.clone(),
+    };
+    let served = serve(
+        options,
+        &health,
+        routes,
+        axum::Router::new(),
+        listeners,
+        shutdown,
+        move || {
+            if let Some(tx) = started {
+                let _ = tx.send(handles);
+            }
+        },
+    )
+    .await;
+    engine_stop.cancel();
+    if tokio::time::timeout(config.shutdown_grace, engine_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit in progress did not finish within the grace period");
+    }
+    if let Some(reporter) = reporter {
+        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
+    }
+    background.cancel();
+    tracing::info!("audit-agent stopped");
+    Ok(served?)
+}

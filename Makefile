@@ -32,6 +32,7 @@ bench:
 	$(CARGO) bench --locked -p automation-async-bridge --bench bridge
 	$(CARGO) bench --locked -p automation-test-watcher --bench watcher
 	$(CARGO) bench --locked -p automation-audit-agent --bench audit
+	$(CARGO) bench --locked -p automation-api-gateway --bench gateway
 
 ## Print the collector's metric catalog (JSON).
 catalog:

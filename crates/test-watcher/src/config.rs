@@ -8,6 +8,7 @@ use std::time::Duration;
 use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
 
 use crate::engine::OnBusy;
+use crate::explain::GatewayConfig;
 
 /// `test-watcher`.
 #[derive(Debug, clap::Parser)]
@@ -29,6 +30,8 @@ pub struct Cli {
     pub reporter: ReporterArgs,
     #[command(flatten)]
     pub watcher: WatcherArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 /// What to watch and how to run the tests.
@@ -67,4 +70,94 @@ pub struct WatcherArgs {
     /// Run the tests once at start.
     #[arg(long, env = "RUN_ON_START")]
     pub run_on_start: bool,
+}
+
+/// The api-gateway client that explains failed runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// The api-gateway's gRPC endpoint (https:// for TLS, trusting TLS_CA_FILE); unset: failed runs are not explained.
+    #[arg(long, env = "GATEWAY_ENDPOINT")]
+    pub gateway_endpoint: Option<String>,
+    /// Bearer token for the api-gateway, one line, re-read when it changes.
+    #[arg(long, env = "GATEWAY_TOKEN_FILE")]
+    pub gateway_token_file: Option<PathBuf>,
+    /// How long asking the api-gateway for an explanation may take.
+    #[arg(long, env = "EXPLAIN_TIMEOUT", value_parser = parse_interval, default_value = "120s")]
+    pub explain_timeout: Duration,
+    /// Bytes of the end of a failed run's output sent with the request (0: none).
+    #[arg(long, env = "EXPLAIN_MAX_OUTPUT", default_value_t = 16384, value_parser = clap::value_parser!(u64).range(0..=4_194_304))]
+    pub explain_max_output: u64,
+}
+
+impl GatewayArgs {
+    /// The gateway client's configuration, `None` when no endpoint is set
+    /// (an empty `GATEWAY_ENDPOINT` counts as unset).
+    pub fn gateway_config(&self, tls_ca_file: Option<PathBuf>) -> Option<GatewayConfig> {
+        let endpoint = self.gateway_endpoint.as_deref().map(str::trim)?;
+        if endpoint.is_empty() {
+            return None;
+        }
+        let mut config = GatewayConfig::new(endpoint);
+        config.token_file = self.gateway_token_file.clone();
+        config.tls_ca_file = tls_ca_file;
+        config.timeout = self.explain_timeout;
+        config.max_output = usize::try_from(self.explain_max_output).unwrap_or(usize::MAX);
+        Some(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("test-watcher").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_gateway_is_off_unless_an_endpoint_is_set() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.gateway.gateway_config(None).is_none());
+        assert_eq!(cli.gateway.explain_timeout, Duration::from_secs(120));
+        assert_eq!(cli.gateway.explain_max_output, 16 * 1024);
+        let cli = parse(&["--gateway-endpoint", " "]).unwrap();
+        assert!(cli.gateway.gateway_config(None).is_none());
+        let cli = parse(&[
+            "--gateway-endpoint",
+            "http://gateway:50054",
+            "--gateway-token-file",
+            "/run/secrets/token",
+            "--explain-timeout",
+            "30s",
+            "--explain-max-output",
+            "0",
+        ])
+        .unwrap();
+        let config = cli.gateway.gateway_config(Some("/ca.pem".into())).unwrap();
+        assert_eq!(config.endpoint, "http://gateway:50054");
+        assert_eq!(config.token_file, Some("/run/secrets/token".into()));
+        assert_eq!(config.tls_ca_file, Some("/ca.pem".into()));
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.max_output, 0);
+    }
+
+    #[test]
+    fn bad_explain_limits_are_refused() {
+        for arg in [
+            "--explain-timeout=0s",
+            "--explain-timeout=soon",
+            "--explain-max-output=-1",
+            "--explain-max-output=16KiB",
+            "--explain-max-output=4194305",
+        ] {
+            let error = parse(&[arg]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{arg}: {error}"
+            );
+        }
+    }
 }

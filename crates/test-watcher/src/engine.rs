@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::debounce::Debouncer;
+use crate::explain::{self, Excerpt, Explanations};
 use crate::results::{self, TestCounts};
 use crate::runner::{self, Ending, RunOutcome, RunSpec};
 use crate::watch::{Watch, WatchEvent};
@@ -130,6 +131,12 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// A finished run, and for a failure to explain the end of its output.
+struct Finished {
+    summary: RunSummary,
+    output: Option<Excerpt>,
+}
+
 struct Engine {
     config: EngineConfig,
     bridge: Bridge,
@@ -144,17 +151,20 @@ struct Engine {
     last: Option<RunSummary>,
     status: watch::Sender<WatcherStatus>,
     runs: broadcast::Sender<RunSummary>,
-    done: mpsc::Sender<RunSummary>,
+    done: mpsc::Sender<Finished>,
+    explanations: Option<Explanations>,
 }
 
 /// Starts the engine; it stops when `shutdown` is cancelled, killing a run
-/// in progress.
+/// in progress. With a `gateway`, failed runs are explained (see
+/// [`explain`]).
 pub fn spawn(
     config: EngineConfig,
     watch: Arc<OnceLock<Arc<Watch>>>,
     events: (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>),
     bridge: Bridge,
     reporter: Option<Reporter>,
+    gateway: Option<explain::Client>,
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands, command_rx) = mpsc::channel(16);
@@ -167,6 +177,15 @@ pub fn spawn(
     let (status, status_rx) = watch::channel(initial);
     let (runs, _) = broadcast::channel(64);
     let (done, done_rx) = mpsc::channel(4);
+    let (explanations, explained) = match gateway {
+        Some(client) => {
+            let (explanations, explained) =
+                Explanations::new(client, config.command.clone(), reporter.clone());
+            (Some(explanations), explained)
+        }
+        // No sender: the engine's branch for explanations never fires.
+        None => (None, mpsc::channel(1).1),
+    };
     let engine = Engine {
         debouncer: Debouncer::new(config.debounce),
         config,
@@ -182,8 +201,9 @@ pub fn spawn(
         status,
         runs: runs.clone(),
         done,
+        explanations,
     };
-    let task = tokio::spawn(engine.run(events.1, command_rx, done_rx, shutdown));
+    let task = tokio::spawn(engine.run(events.1, command_rx, done_rx, explained, shutdown));
     (
         EngineHandle {
             commands,
@@ -199,7 +219,8 @@ impl Engine {
         mut self,
         mut events: mpsc::Receiver<WatchEvent>,
         mut commands: mpsc::Receiver<Command>,
-        mut done: mpsc::Receiver<RunSummary>,
+        mut done: mpsc::Receiver<Finished>,
+        mut explained: mpsc::Receiver<RunSummary>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -215,9 +236,14 @@ impl Engine {
                         let _ = reply.send(answer);
                     }
                 },
-                Some(summary) = done.recv() => self.on_done(summary),
+                Some(finished) = done.recv() => self.on_done(finished),
+                Some(update) = explained.recv() => self.on_explained(update),
             }
             self.publish();
+        }
+        // No new explanation is asked for while shutting down.
+        if let Some(mut explanations) = self.explanations.take() {
+            explanations.stop();
         }
         if let Some(running) = self.running.take() {
             running.cancel.cancel();
@@ -343,6 +369,7 @@ impl Engine {
             output_limit: self.config.output_limit,
         };
         let junit = self.config.junit.clone();
+        let explain_output = self.explanations.as_ref().map(Explanations::max_output);
         let bridge = self.bridge.clone();
         let done = self.done.clone();
         let token = cancel.clone();
@@ -355,12 +382,17 @@ impl Engine {
             }
             let outcome = runner::run(&spec, token).await;
             let summary = summarize(id, &request, &outcome, junit, started_at, &bridge).await;
-            let _ = done.send(summary).await;
+            // A failure to explain keeps the end of its output for the request.
+            let output = explain_output
+                .filter(|_| explain::wants(&summary))
+                .and_then(|max| (max > 0).then(|| Excerpt::of(&outcome.output, max)));
+            let _ = done.send(Finished { summary, output }).await;
         });
         self.running = Some(Running { cancel });
     }
 
-    fn on_done(&mut self, summary: RunSummary) {
+    fn on_done(&mut self, finished: Finished) {
+        let Finished { summary, output } = finished;
         self.running = None;
         self.finished += 1;
         tracing::info!(
@@ -380,10 +412,36 @@ impl Engine {
             failed_tests: summary.failed_tests.clone(),
         }));
         let _ = self.runs.send(summary.clone());
+        let skipped = self
+            .explanations
+            .as_mut()
+            .and_then(|explanations| explanations.on_run(&summary, output));
         self.last = Some(summary);
+        if let Some(skipped) = skipped {
+            let _ = self.runs.send(skipped);
+        }
         if let Some(next) = self.queued.take() {
             self.start(next);
         }
+    }
+
+    /// A run's explanation (or why there is none) arrived: the run is
+    /// published again, and replaces the last run only if it still is the
+    /// last run.
+    fn on_explained(&mut self, update: RunSummary) {
+        if let Some(explanations) = &mut self.explanations {
+            explanations.on_update();
+        }
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.run_id == update.run_id)
+        {
+            self.last = Some(update.clone());
+            // GetStatus shows it before WatchRuns readers hear of it.
+            self.publish();
+        }
+        let _ = self.runs.send(update);
     }
 
     fn publish(&self) {

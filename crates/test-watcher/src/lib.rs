@@ -9,6 +9,7 @@
 //! * [`runner`]: the test command in its own process group, with a timeout.
 //! * [`results`]: libtest output and JUnit XML.
 //! * [`engine`]: batches and triggers into runs (`--on-busy`), results out.
+//! * [`explain`]: failed runs explained by the api-gateway (`GATEWAY_ENDPOINT`).
 //! * [`server`]: `automation.v1.TestWatcher`; [`config`]: the command line.
 //!
 //! Run it with `cargo run -p automation-test-watcher --bin test-watcher`;
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod debounce;
 pub mod engine;
+pub mod explain;
 pub mod filter;
 pub mod results;
 pub mod runner;
@@ -41,6 +43,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::ServerTlsConfig;
 
 use crate::engine::{EngineConfig, EngineHandle};
+use crate::explain::GatewayConfig;
 use crate::filter::Filter;
 use crate::watch::Watch;
 
@@ -59,6 +62,8 @@ pub struct Config {
     pub run_on_start: bool,
     /// Where events go; `None` reports nothing (tests).
     pub reporter: Option<ReporterConfig>,
+    /// The api-gateway that explains failed runs; `None`: no explanations.
+    pub gateway: Option<GatewayConfig>,
     /// gRPC bearer tokens.
     pub auth: BearerAuth,
     /// TLS for the gRPC listener.
@@ -88,6 +93,7 @@ impl Config {
             poll: None,
             run_on_start: false,
             reporter: None,
+            gateway: None,
             auth: BearerAuth::disabled(),
             tls: None,
             shutdown_delay: Duration::from_secs(5),
@@ -110,6 +116,9 @@ pub enum Error {
     /// The reporter could not start.
     #[error("reporter: {0}")]
     Reporter(#[from] ReporterError),
+    /// The api-gateway client could not be configured.
+    #[error(transparent)]
+    Gateway(#[from] explain::GatewayError),
     /// The async bridge could not be built.
     #[error("async bridge: {0}")]
     Bridge(#[from] automation_async_bridge::BuildError),
@@ -179,6 +188,14 @@ pub async fn run(
         let _ = observer.attach(reporter.clone());
     }
     let bridge = builder.observer(observer).build()?;
+    let gateway = config
+        .gateway
+        .as_ref()
+        .map(explain::Client::new)
+        .transpose()?;
+    if let Some(gateway) = &config.gateway {
+        tracing::info!(endpoint = %gateway.endpoint, "failed runs are explained by the api-gateway");
+    }
 
     let watch_error: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let mut health = HealthChecker::builder("test-watcher").required("watch", {
@@ -217,6 +234,7 @@ pub async fn run(
         (events_tx.clone(), events_rx),
         bridge.clone(),
         reporter.clone(),
+        gateway,
         engine_stop.clone(),
     );
     *live.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(engine.watch_status());

@@ -33,6 +33,18 @@ async fn main() {
         &instance,
         env!("CARGO_PKG_VERSION"),
     ));
+    config.gateway = cli.gateway.gateway_config(cli.reporter.tls_ca_file.clone());
+    match &config.gateway {
+        Some(gateway) => {
+            if let Err(error) = gateway.check() {
+                config_error(NAME, error);
+            }
+        }
+        None if cli.gateway.gateway_token_file.is_some() => tracing::warn!(
+            "GATEWAY_TOKEN_FILE is set but GATEWAY_ENDPOINT is not: failed runs are not explained"
+        ),
+        None => {}
+    }
     config.auth = cli.common.auth_or_exit(NAME);
     config.tls = cli.common.tls_or_exit(NAME);
     if !w.watch_root.is_dir() {

@@ -1,0 +1,104 @@
+//! The api-gateway's command line; every flag also reads its environment
+//! variable (DESIGN §3).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
+
+use crate::pricing::Models;
+
+/// `api-gateway`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "api-gateway",
+    version,
+    about = "The one door to the DeepSeek API: time limits, retries, rate limits, token and cost accounting"
+)]
+pub struct Cli {
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_LISTEN", default_value = "0.0.0.0:50054")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP admin listen address (/health, /ready).
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9403")]
+    pub http_listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub reporter: ReporterArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// The upstream, its limits and prices.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// The OpenAI-compatible upstream.
+    #[arg(
+        long,
+        env = "DEEPSEEK_BASE_URL",
+        default_value = "https://api.deepseek.com"
+    )]
+    pub deepseek_base_url: String,
+    /// The DeepSeek API key (prefer DEEPSEEK_API_KEY_FILE).
+    #[arg(long, env = "DEEPSEEK_API_KEY", hide_env_values = true)]
+    pub deepseek_api_key: Option<String>,
+    /// A file holding the key, re-read when it changes.
+    #[arg(long, env = "DEEPSEEK_API_KEY_FILE")]
+    pub deepseek_api_key_file: Option<PathBuf>,
+    /// Models the metrics name (others are labelled "other"); the first is the default.
+    #[arg(long, env = "DEEPSEEK_MODELS", value_delimiter = ',', default_values_t = Models::default_names().iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())]
+    pub deepseek_models: Vec<String>,
+    /// USD per million tokens: model=cache_hit/cache_miss/output, comma-separated.
+    #[arg(long, env = "MODEL_PRICES", default_value = Models::default_prices())]
+    pub model_prices: String,
+    /// Connecting to the upstream.
+    #[arg(long, env = "CONNECT_TIMEOUT", value_parser = parse_interval, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Request sent to first token.
+    #[arg(long, env = "FIRST_TOKEN_TIMEOUT", value_parser = parse_interval, default_value = "120s")]
+    pub first_token_timeout: Duration,
+    /// Longest gap between stream events (keep-alives do not count).
+    #[arg(long, env = "STREAM_IDLE_TIMEOUT", value_parser = parse_interval, default_value = "60s")]
+    pub stream_idle_timeout: Duration,
+    /// Whole request, all attempts.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_parser = parse_interval, default_value = "600s")]
+    pub request_timeout: Duration,
+    /// Upstream attempts per request (1: no retries).
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_attempts: u32,
+    /// First retry backoff (jittered, doubling).
+    #[arg(long, env = "RETRY_BACKOFF", value_parser = parse_interval, default_value = "200ms")]
+    pub retry_backoff: Duration,
+    /// Largest retry backoff.
+    #[arg(long, env = "RETRY_BACKOFF_MAX", value_parser = parse_interval, default_value = "10s")]
+    pub retry_backoff_max: Duration,
+    /// A Retry-After longer than this is not waited for.
+    #[arg(long, env = "MAX_RETRY_AFTER", value_parser = parse_duration, default_value = "30s")]
+    pub max_retry_after: Duration,
+    /// Upstream calls at once (keep below the account's limit ÷ replicas).
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_concurrent_requests: u64,
+    /// How long a request waits for a free slot.
+    #[arg(long, env = "QUEUE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub queue_timeout: Duration,
+    /// Requests per second per client token (0: unlimited).
+    #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 10.0)]
+    pub client_rate_limit: f64,
+    /// Burst per client.
+    #[arg(long, env = "CLIENT_RATE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_rate_burst: u32,
+    /// Consecutive upstream failures that open the circuit.
+    #[arg(long, env = "CIRCUIT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_threshold: u32,
+    /// How long the circuit stays open before a probe.
+    #[arg(long, env = "CIRCUIT_COOLDOWN", value_parser = parse_interval, default_value = "30s")]
+    pub circuit_cooldown: Duration,
+    /// How often the upstream's /models is checked (health).
+    #[arg(long, env = "UPSTREAM_CHECK_INTERVAL", value_parser = parse_interval, default_value = "60s")]
+    pub upstream_check_interval: Duration,
+    /// How often the balance is read.
+    #[arg(long, env = "BALANCE_INTERVAL", value_parser = parse_interval, default_value = "5m")]
+    pub balance_interval: Duration,
+}

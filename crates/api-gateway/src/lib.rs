@@ -1,0 +1,324 @@
+//! The api-gateway: the one door to the DeepSeek API. Clients call
+//! `automation.v1.ApiGateway` over gRPC; the gateway calls the upstream with
+//! time limits that fit long generations, retries what is worth retrying,
+//! limits clients and itself, fails fast while the upstream is failing, and
+//! accounts for every token, retry and failure.
+//!
+//! Layout:
+//! * [`upstream`]: the HTTP client (reqwest), SSE, time limits, retries, the key.
+//! * [`limits`]: per-client rate limits and the concurrency limit.
+//! * [`circuit`]: the circuit breaker.
+//! * [`pricing`]: configured models and their prices.
+//! * [`server`]: the gRPC service, error mapping, `ApiCall` events.
+//! * [`testing`]: a scriptable fake upstream for tests and benchmarks.
+//!
+//! Run it with `cargo run -p automation-api-gateway --bin api-gateway`; it
+//! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`).
+
+pub mod circuit;
+pub mod config;
+pub mod limits;
+pub mod pricing;
+pub mod server;
+pub mod testing;
+pub mod upstream;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use automation_health::HealthChecker;
+use automation_proto::v1::{self, api_gateway_server::ApiGatewayServer};
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
+
+use crate::circuit::CircuitBreaker;
+use crate::limits::{ClientLimits, Concurrency};
+use crate::pricing::Models;
+pub use crate::server::Gateway;
+use crate::upstream::{ApiKey, Upstream, UpstreamConfig};
+
+/// Everything [`run`] needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This instance's `component_instance`.
+    pub instance: String,
+    /// The upstream and its time limits and retries.
+    pub upstream: UpstreamConfig,
+    /// The DeepSeek key.
+    pub key: ApiKey,
+    /// Configured models and prices.
+    pub models: Models,
+    /// Upstream calls at once.
+    pub max_concurrent: usize,
+    /// How long a request waits for a slot.
+    pub queue_timeout: Duration,
+    /// Requests per second per client (`None`: unlimited) and burst.
+    pub client_rate: Option<(f64, u32)>,
+    /// Consecutive failures that open the circuit, and how long it stays open.
+    pub circuit: (u32, Duration),
+    /// How often `/models` is checked.
+    pub upstream_check_interval: Duration,
+    /// How often the balance is read.
+    pub balance_interval: Duration,
+    /// Where events go; `None` reports nothing (tests).
+    pub reporter: Option<ReporterConfig>,
+    /// gRPC bearer tokens.
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// After shutdown begins, how long to stay up unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for `base_url` with `key`.
+    pub fn new(instance: &str, base_url: &str, key: ApiKey) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            upstream: UpstreamConfig {
+                base_url: base_url.to_owned(),
+                ..UpstreamConfig::default()
+            },
+            key,
+            models: Models::default_models(),
+            max_concurrent: 32,
+            queue_timeout: Duration::from_secs(5),
+            client_rate: Some((10.0, 20)),
+            circuit: (5, Duration::from_secs(30)),
+            upstream_check_interval: Duration::from_secs(60),
+            balance_interval: Duration::from_secs(300),
+            reporter: None,
+            auth: BearerAuth::disabled(),
+            tls: None,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What stops the api-gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The upstream client could not be built (a bad base URL).
+    #[error("DEEPSEEK_BASE_URL: {0}")]
+    Upstream(#[from] upstream::UpstreamError),
+    /// The reporter could not start.
+    #[error("reporter: {0}")]
+    Reporter(#[from] ReporterError),
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A running gateway's handles, for the stack and tests.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The gateway core.
+    pub gateway: Arc<Gateway>,
+    /// The health checker.
+    pub health: HealthChecker,
+}
+
+/// The heartbeat's live values: in-flight requests, the circuit, the balance.
+struct Live {
+    gateway: Mutex<Option<Arc<Gateway>>>,
+}
+
+impl LiveState for Live {
+    fn fill(&self, heartbeat: &mut v1::Heartbeat) {
+        let Some(gateway) = self
+            .gateway
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return;
+        };
+        heartbeat.gateway = Some(v1::GatewayState {
+            in_flight_requests: gateway.concurrency.in_flight(),
+            circuit_open: gateway.circuit.is_open(),
+            balances: gateway
+                .last_balance()
+                .map(|b| {
+                    b.balances
+                        .iter()
+                        .map(|b| v1::Balance {
+                            currency: b.currency.clone(),
+                            amount: b.total,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then shuts down gracefully:
+/// unready, in-flight requests drained within the grace period, goodbye said.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Handles>>,
+) -> Result<(), Error> {
+    upstream::install_crypto();
+    let live = Arc::new(Live {
+        gateway: Mutex::new(None),
+    });
+    let reporter = config
+        .reporter
+        .clone()
+        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
+        .transpose()?;
+    let upstream = Upstream::new(config.upstream.clone(), config.key.clone())?;
+    let gateway = Arc::new(Gateway {
+        upstream,
+        models: config.models.clone(),
+        clients: match config.client_rate {
+            Some((rate, burst)) => ClientLimits::new(rate, burst),
+            None => ClientLimits::unlimited(),
+        },
+        concurrency: Concurrency::new(config.max_concurrent, config.queue_timeout),
+        circuit: CircuitBreaker::new(config.circuit.0, config.circuit.1),
+        reporter: reporter.clone(),
+        balance: Mutex::new(None),
+    });
+    *live.gateway.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&gateway));
+
+    // The upstream check runs on its own schedule (a real request to the
+    // upstream); the health check reads its last result.
+    let upstream_state: Arc<Mutex<Result<(), String>>> =
+        Arc::new(Mutex::new(Err("not checked yet".to_owned())));
+    let background = CancellationToken::new();
+    spawn_upstream_checks(&gateway, &config, &upstream_state, &background);
+
+    let mut health = HealthChecker::builder("api-gateway")
+        .required("api_key", {
+            let key = config.key.clone();
+            move || {
+                let key = key.clone();
+                async move {
+                    match key.get() {
+                        Some(_) => Ok(()),
+                        None => Err(key.describe()),
+                    }
+                }
+            }
+        })
+        .dependency("upstream", {
+            let state = Arc::clone(&upstream_state);
+            move || {
+                let result = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                async move { result }
+            }
+        });
+    if let Some(reporter) = &reporter {
+        let reporter = reporter.clone();
+        health = health.dependency("collector", move || {
+            let reporter = reporter.clone();
+            async move { reporter.check().await }
+        });
+    }
+    let health = health.build();
+    health.spawn(background.clone());
+    {
+        let gateway = Arc::clone(&gateway);
+        let stop = background.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => gateway.clients.shrink(),
+                }
+            }
+        });
+    }
+
+    let routes = Routes::new(InterceptedService::new(
+        ApiGatewayServer::new(server::ApiGatewayService::new(Arc::clone(&gateway))),
+        config.auth.clone(),
+    ))
+    .prepare();
+    let options = ServeOptions {
+        service: "api-gateway".to_owned(),
+        auth: config.auth.clone(),
+        tls: config.tls.clone(),
+        shutdown_delay: config.shutdown_delay,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let handles = Handles {
+        gateway: Arc::clone(&gateway),
+        health: health.clone(),
+    };
+    let served = serve(
+        options,
+        &health,
+        routes,
+        axum::Router::new(),
+        listeners,
+        shutdown,
+        move || {
+            if let Some(tx) = started {
+                let _ = tx.send(handles);
+            }
+        },
+    )
+    .await;
+    background.cancel();
+    if let Some(reporter) = reporter {
+        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
+    }
+    tracing::info!("api-gateway stopped");
+    Ok(served?)
+}
+
+/// Checks `/models` and reads the balance on their intervals, while a key
+/// is configured.
+fn spawn_upstream_checks(
+    gateway: &Arc<Gateway>,
+    config: &Config,
+    state: &Arc<Mutex<Result<(), String>>>,
+    stop: &CancellationToken,
+) {
+    let (gateway, state, stop) = (Arc::clone(gateway), Arc::clone(state), stop.clone());
+    let (key, check_every, balance_every) = (
+        config.key.clone(),
+        config.upstream_check_interval,
+        config.balance_interval,
+    );
+    tokio::spawn(async move {
+        let mut checks = tokio::time::interval(check_every);
+        let mut balance = tokio::time::interval(balance_every);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = checks.tick() => {
+                    let result = if key.get().is_none() {
+                        Err(format!("not checked: {}", key.describe()))
+                    } else {
+                        gateway.upstream.models().await.map(|_| ()).map_err(|f| f.message)
+                    };
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "the upstream check failed");
+                    }
+                    *state.lock().unwrap_or_else(PoisonError::into_inner) = result;
+                }
+                _ = balance.tick() => {
+                    if key.get().is_some()
+                        && let Err(f) = gateway.refresh_balance().await
+                    {
+                        tracing::warn!(error = %f.message, "reading the balance failed");
+                    }
+                }
+            }
+        }
+    });
+}

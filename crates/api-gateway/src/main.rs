@@ -1,0 +1,76 @@
+//! `api-gateway`: parse the configuration, set up logging, bind, serve.
+
+use automation_api_gateway::config::Cli;
+use automation_api_gateway::pricing::Models;
+use automation_api_gateway::upstream::ApiKey;
+use automation_api_gateway::{Config, run};
+use automation_telemetry::config::{config_error, parse_or_exit};
+use automation_telemetry::serve::Listeners;
+use automation_telemetry::{logging, shutdown};
+
+const NAME: &str = "api-gateway";
+
+#[tokio::main]
+async fn main() {
+    let cli: Cli = parse_or_exit(NAME);
+    automation_api_gateway::upstream::install_crypto();
+    logging::init(cli.common.log_format);
+    let instance = cli.common.instance_name();
+    let g = &cli.gateway;
+    let key = match (&g.deepseek_api_key, &g.deepseek_api_key_file) {
+        (Some(_), Some(_)) => config_error(
+            NAME,
+            "set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both".to_owned(),
+        ),
+        (Some(value), None) => ApiKey::value(value.clone()),
+        (None, Some(path)) => ApiKey::file(path.clone()),
+        (None, None) => ApiKey::none(),
+    };
+    let models = Models::new(&g.deepseek_models, &g.model_prices)
+        .unwrap_or_else(|e| config_error(NAME, e.to_string()));
+    if !(g.client_rate_limit.is_finite() && g.client_rate_limit >= 0.0) {
+        config_error(
+            NAME,
+            format!(
+                "CLIENT_RATE_LIMIT {} is not a rate (requests per second, 0 for none)",
+                g.client_rate_limit
+            ),
+        );
+    }
+    let mut config = Config::new(&instance, &g.deepseek_base_url, key);
+    config.models = models;
+    config.upstream.connect_timeout = g.connect_timeout;
+    config.upstream.first_token_timeout = g.first_token_timeout;
+    config.upstream.idle_timeout = g.stream_idle_timeout;
+    config.upstream.total_timeout = g.request_timeout;
+    config.upstream.max_attempts = g.max_attempts;
+    config.upstream.backoff_base = g.retry_backoff;
+    config.upstream.backoff_max = g.retry_backoff_max;
+    config.upstream.max_retry_after = g.max_retry_after;
+    config.max_concurrent = usize::try_from(g.max_concurrent_requests).unwrap_or(usize::MAX);
+    config.queue_timeout = g.queue_timeout;
+    config.client_rate =
+        (g.client_rate_limit > 0.0).then_some((g.client_rate_limit, g.client_rate_burst));
+    config.circuit = (g.circuit_threshold, g.circuit_cooldown);
+    config.upstream_check_interval = g.upstream_check_interval;
+    config.balance_interval = g.balance_interval;
+    config.shutdown_delay = cli.common.shutdown_delay;
+    config.shutdown_grace = cli.common.shutdown_grace;
+    config.reporter = Some(cli.reporter.reporter_config(
+        NAME,
+        &instance,
+        env!("CARGO_PKG_VERSION"),
+    ));
+    config.auth = cli.common.auth_or_exit(NAME);
+    config.tls = cli.common.tls_or_exit(NAME);
+    if let Err(e) =
+        automation_api_gateway::upstream::Upstream::new(config.upstream.clone(), ApiKey::none())
+    {
+        config_error(NAME, format!("DEEPSEEK_BASE_URL: {e}"));
+    }
+    let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
+    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+        eprintln!("{NAME}: {error}");
+        std::process::exit(1);
+    }
+}

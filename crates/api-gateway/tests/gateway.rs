@@ -1,0 +1,651 @@
+//! The api-gateway over real sockets, speaking real HTTP to a local fake
+//! DeepSeek that each test scripts: answers, streams with keep-alives,
+//! 429s, 5xx, stalls, 401/402; client limits and auth; and the figures on a
+//! real collector's `/metrics`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use automation_api_gateway::testing::{
+    FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
+};
+use automation_api_gateway::upstream::ApiKey;
+use automation_api_gateway::{Config, Handles, run};
+use automation_collector::testing::{Samples, TestCollector, http_get, within};
+use automation_proto::v1::api_gateway_client::ApiGatewayClient;
+use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::reporter::ReporterConfig;
+use automation_telemetry::serve::Listeners;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const KEY: &str = "sk-test-0123456789abcdef";
+
+struct Gateway {
+    client: ApiGatewayClient<Channel>,
+    handles: Handles,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), automation_api_gateway::Error>>,
+}
+
+fn config(upstream: &FakeUpstream) -> Config {
+    let mut config = Config::new(
+        "gw-test",
+        &upstream.base_url(),
+        ApiKey::value(KEY.to_owned()),
+    );
+    config.shutdown_delay = Duration::ZERO;
+    config.upstream.backoff_base = Duration::from_millis(10);
+    config.upstream.backoff_max = Duration::from_millis(50);
+    config.upstream.first_token_timeout = Duration::from_secs(5);
+    config.upstream.idle_timeout = Duration::from_millis(500);
+    config.client_rate = None;
+    config
+}
+
+fn reporting(config: &mut Config, collector: &TestCollector) {
+    let mut rc = ReporterConfig::new(collector.endpoint(), "api-gateway", "gw-test", "1.0");
+    rc.heartbeat_interval = Duration::from_millis(200);
+    rc.batch_max_delay = Duration::from_millis(20);
+    config.reporter = Some(rc);
+}
+
+impl Gateway {
+    async fn start(config: Config) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(
+            config,
+            Listeners { grpc, http },
+            shutdown.clone(),
+            Some(tx),
+        ));
+        let handles = rx.await.expect("the gateway starts");
+        let client = ApiGatewayClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        Self {
+            client,
+            handles,
+            grpc: grpc_addr,
+            http: http_addr,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        within("shutdown", self.task).await.unwrap().unwrap();
+    }
+
+    async fn chat(&mut self, text: &str) -> Result<v1::ChatResponse, tonic::Status> {
+        within("a chat call", self.client.chat_completion(ask(text)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Streams a call to its end: the chunks, and the error that ended it.
+    async fn stream(&mut self, text: &str) -> (Vec<ChatChunk>, Option<tonic::Status>) {
+        let mut stream = match self.client.stream_chat_completion(ask(text)).await {
+            Ok(s) => s.into_inner(),
+            Err(status) => return (Vec::new(), Some(status)),
+        };
+        let mut chunks = Vec::new();
+        loop {
+            match within("the next chunk", stream.message()).await {
+                Ok(Some(chunk)) => chunks.push(chunk),
+                Ok(None) => return (chunks, None),
+                Err(status) => return (chunks, Some(status)),
+            }
+        }
+    }
+}
+
+fn ask(text: &str) -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage {
+            role: "user".to_owned(),
+            content: text.to_owned(),
+            name: String::new(),
+        }],
+        ..ChatRequest::default()
+    }
+}
+
+fn usage_of(r: &v1::ChatResponse) -> v1::Usage {
+    r.usage.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_plain_answer_with_usage_and_cost() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(answer(
+        "The tests fail because the parser drops empty input.",
+        1_000,
+        2_000,
+        500,
+    ));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let response = gw.chat("why?").await.unwrap();
+    assert_eq!(
+        response.content,
+        "The tests fail because the parser drops empty input."
+    );
+    assert_eq!(response.finish_reason, "stop");
+    assert_eq!(response.attempts, 1);
+    let usage = usage_of(&response);
+    assert_eq!(
+        (
+            usage.input_cache_hit_tokens,
+            usage.input_cache_miss_tokens,
+            usage.output_tokens
+        ),
+        (1_000, 2_000, 500)
+    );
+    // 1,000 × 0.028 + 2,000 × 0.28 + 500 × 0.42 per million tokens.
+    let expected = (1_000.0 * 0.028 + 2_000.0 * 0.28 + 500.0 * 0.42) / 1e6;
+    assert!(
+        (usage.cost_usd.unwrap() - expected).abs() < 1e-12,
+        "{usage:?}"
+    );
+
+    // What went upstream: the key, a stream with usage, the messages.
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].authorization, format!("Bearer {KEY}"));
+    assert_eq!(sent[0].body["stream"], true);
+    assert_eq!(sent[0].body["stream_options"]["include_usage"], true);
+    assert_eq!(sent[0].body["model"], "deepseek-chat");
+    assert_eq!(sent[0].body["messages"][0]["content"], "why?");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_with_keep_alives_ends_with_usage_and_finish_reason() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::KeepAlive,
+        Sse::Blank,
+        Sse::Data(reasoning_chunk("Think. ")),
+        Sse::KeepAlive,
+        Sse::Data(chunk("Hel")),
+        Sse::Pause(Duration::from_millis(50)),
+        Sse::KeepAlive,
+        Sse::Data(chunk("lo")),
+        Sse::Data(finish_chunk("stop")),
+        Sse::Data(usage_chunk(64, 16, 8, 3)),
+        Sse::Done,
+    ]));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let (chunks, error) = gw.stream("hi").await;
+    assert!(error.is_none(), "{error:?}");
+    let reasoning: String = chunks
+        .iter()
+        .map(|c| c.reasoning_content.as_str())
+        .collect();
+    let content: String = chunks.iter().map(|c| c.content.as_str()).collect();
+    assert_eq!((reasoning.as_str(), content.as_str()), ("Think. ", "Hello"));
+    let last = chunks.last().unwrap();
+    assert_eq!(last.finish_reason, "stop");
+    let usage = last.usage.unwrap();
+    assert_eq!(
+        (
+            usage.input_cache_hit_tokens,
+            usage.input_cache_miss_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens
+        ),
+        (64, 16, 8, 3)
+    );
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.usage.is_none()));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_retried() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Status {
+        status: 429,
+        retry_after: Some("1".to_owned()),
+        body: r#"{"error":{"message":"Rate limit reached"}}"#.to_owned(),
+    });
+    upstream.push(answer("ok", 0, 10, 2));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let started = std::time::Instant::now();
+    let response = gw.chat("again").await.unwrap();
+    assert_eq!(response.content, "ok");
+    assert_eq!(response.attempts, 2);
+    assert_eq!(upstream.requests().len(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After honoured"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_503s_open_the_circuit() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_default(Reply::Status {
+        status: 503,
+        retry_after: None,
+        body: r#"{"error":{"message":"Service Unavailable"}}"#.to_owned(),
+    });
+    let mut c = config(&upstream);
+    c.upstream.max_attempts = 2;
+    c.circuit = (3, Duration::from_secs(60));
+    let mut gw = Gateway::start(c).await;
+    for _ in 0..3 {
+        let error = gw.chat("x").await.unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    }
+    assert_eq!(upstream.requests().len(), 6, "two attempts per call");
+    let fast = gw.chat("x").await.unwrap_err();
+    assert_eq!(fast.code(), Code::Unavailable);
+    assert!(fast.message().contains("fails fast"), "{}", fast.message());
+    assert!(fast.metadata().get("retry-after-ms").is_some());
+    assert_eq!(upstream.requests().len(), 6, "no upstream call while open");
+    assert!(gw.handles.gateway.circuit.is_open());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unauthorized_and_payment_required_say_which() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Status {
+        status: 401,
+        retry_after: None,
+        body: format!(
+            r#"{{"error":{{"message":"Authentication Fails, Your api key: {KEY} is invalid"}}}}"#
+        ),
+    });
+    upstream.push(Reply::Status {
+        status: 402,
+        retry_after: None,
+        body: r#"{"error":{"message":"Insufficient Balance"}}"#.to_owned(),
+    });
+    upstream.push(Reply::Status {
+        status: 400,
+        retry_after: None,
+        body: r#"{"error":{"message":"Invalid max_tokens value"}}"#.to_owned(),
+    });
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let denied = gw.chat("x").await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("401"), "{}", denied.message());
+    assert!(
+        !denied.message().contains(KEY),
+        "the key leaked: {}",
+        denied.message()
+    );
+    let broke = gw.chat("x").await.unwrap_err();
+    assert_eq!(broke.code(), Code::FailedPrecondition);
+    assert!(broke.message().contains("402"), "{}", broke.message());
+    assert!(broke.message().contains("balance"), "{}", broke.message());
+    let invalid = gw.chat("x").await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(
+        invalid.message().contains("max_tokens"),
+        "{}",
+        invalid.message()
+    );
+    assert_eq!(upstream.requests().len(), 3, "none of these is retried");
+
+    // A request the gateway itself refuses never goes upstream.
+    let empty = gw
+        .client
+        .chat_completion(ChatRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(upstream.requests().len(), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stall_after_the_first_token_ends_with_deadline_exceeded() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("partial ")),
+        Sse::KeepAlive,
+        Sse::Pause(Duration::from_millis(300)),
+        Sse::KeepAlive,
+        Sse::Pause(Duration::from_secs(30)),
+    ]));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let (chunks, error) = gw.stream("x").await;
+    assert_eq!(chunks.len(), 1, "the first token went out");
+    let error = error.expect("the stall ends the stream");
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "never retried after a chunk went out"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_limit_gets_a_retry_hint() {
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    c.client_rate = Some((0.5, 2));
+    let mut gw = Gateway::start(c).await;
+    gw.chat("1").await.unwrap();
+    gw.chat("2").await.unwrap();
+    let limited = gw.chat("3").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let hint: u64 = limited
+        .metadata()
+        .get("retry-after-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2_000).contains(&hint), "{hint}");
+    assert_eq!(upstream.requests().len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn client_tokens_are_required_when_configured_but_health_stays_open() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "client-token-1\n").unwrap();
+    let mut c = config(&upstream);
+    c.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    let mut gw = Gateway::start(c).await;
+    let missing = gw.chat("x").await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(ask("x"));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer client-token-1".parse().unwrap());
+    gw.client.chat_completion(request).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", gw.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "readiness".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_key_it_is_not_ready_and_says_why() {
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    c.key = ApiKey::none();
+    let mut gw = Gateway::start(c).await;
+    gw.handles.health.check_now().await;
+    let (status, body) = http_get(gw.http, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = report["components"]["api_key"]["last_error"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("DEEPSEEK_API_KEY"), "{error}");
+    let refused = gw.chat("x").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("DEEPSEEK_API_KEY"),
+        "{}",
+        refused.message()
+    );
+    assert!(upstream.requests().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_upstream_check_shows_as_degraded() {
+    let upstream = FakeUpstream::start().await;
+    upstream.fail_models(500);
+    let mut c = config(&upstream);
+    c.upstream_check_interval = Duration::from_millis(100);
+    let gw = Gateway::start(c).await;
+    let body = within("degraded", async {
+        loop {
+            gw.handles.health.check_now().await;
+            let (status, body) = http_get(gw.http, "/ready").await;
+            assert_eq!(
+                status, 200,
+                "a failing upstream must not make it unready: {body}"
+            );
+            let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let upstream = &report["components"]["upstream"];
+            if upstream["status"] == "degraded"
+                && upstream["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("500"))
+            {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        body["components"]["upstream"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn models_and_balance() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_models(serde_json::json!({"object":"list","data":[
+        {"id":"deepseek-chat","object":"model","owned_by":"deepseek"},
+        {"id":"deepseek-next","object":"model","owned_by":"deepseek"}]}));
+    upstream.set_balance(serde_json::json!({"is_available":true,"balance_infos":[
+        {"currency":"USD","total_balance":"12.50","granted_balance":"2.50","topped_up_balance":"10.00"}]}));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let models = gw
+        .client
+        .list_models(v1::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(models.len(), 2);
+    assert!(models[0].configured && models[0].price_output == Some(0.42));
+    assert!(!models[1].configured && models[1].price_output.is_none());
+    let balance = gw
+        .client
+        .get_balance(v1::GetBalanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(balance.is_available);
+    assert_eq!(balance.balances[0].currency, "USD");
+    assert_eq!(balance.balances[0].total, 12.5);
+    gw.stop().await;
+}
+
+fn labels(extra: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("component", "api-gateway"),
+        ("component_instance", "gw-test"),
+        extra,
+    ]
+}
+
+#[tokio::test]
+async fn the_collector_shows_tokens_cost_retries_and_rate_limits() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let upstream = FakeUpstream::start().await;
+    upstream.push(answer("one", 100, 200, 50));
+    upstream.push(Reply::Status {
+        status: 429,
+        retry_after: Some("0".to_owned()),
+        body: String::new(),
+    });
+    upstream.push(Reply::Status {
+        status: 502,
+        retry_after: None,
+        body: String::new(),
+    });
+    upstream.push(answer("two", 0, 1_000, 10));
+    upstream.push(Reply::Status {
+        status: 402,
+        retry_after: None,
+        body: r#"{"error":{"message":"Insufficient Balance"}}"#.to_owned(),
+    });
+    upstream.set_balance(serde_json::json!({"is_available":true,"balance_infos":[
+        {"currency":"USD","total_balance":"7.25","granted_balance":"0","topped_up_balance":"7.25"}]}));
+    let mut c = config(&upstream);
+    reporting(&mut c, &collector);
+    c.models = automation_api_gateway::pricing::Models::new(
+        &["deepseek-chat".to_owned()],
+        "deepseek-chat=1/2/4",
+    )
+    .unwrap();
+    let mut gw = Gateway::start(c).await;
+    gw.chat("a").await.unwrap();
+    gw.chat("b").await.unwrap();
+    gw.chat("c").await.unwrap_err();
+    let mut other = ask("d");
+    other.model = "some-new-model".to_owned();
+    upstream.push(answer("three", 0, 5, 5));
+    gw.client.chat_completion(other).await.unwrap();
+    gw.client
+        .get_balance(v1::GetBalanceRequest {})
+        .await
+        .unwrap();
+
+    let m: Samples = collector
+        .eventually("four calls", |m| {
+            m.get("deepseek_api_calls_total", &{
+                let mut l = labels(("model", "other"));
+                l.push(("status", "ok"));
+                l
+            })
+            .is_some()
+                && m.get("deepseek_api_balance", &labels(("currency", "USD")))
+                    .is_some()
+        })
+        .await;
+    let chat = |extra| {
+        let mut l = labels(("model", "deepseek-chat"));
+        l.push(extra);
+        l
+    };
+    assert_eq!(
+        m.value("deepseek_api_calls_total", &chat(("status", "ok"))),
+        2.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_calls_total",
+            &chat(("status", "payment_required"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_tokens_used_total",
+            &chat(("type", "input_cache_hit"))
+        ),
+        100.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_tokens_used_total",
+            &chat(("type", "input_cache_miss"))
+        ),
+        1_200.0
+    );
+    assert_eq!(
+        m.value("deepseek_api_tokens_used_total", &chat(("type", "output"))),
+        60.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_rate_limits_total",
+            &labels(("model", "deepseek-chat"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_retries_total",
+            &chat(("reason", "rate_limited"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_retries_total",
+            &chat(("reason", "server_error"))
+        ),
+        1.0
+    );
+    // Cost: (100×1 + 200×2 + 50×4 + 1000×2 + 10×4) / 1e6 USD.
+    let spent = m.value(
+        "deepseek_api_request_cost_usd_sum",
+        &labels(("model", "deepseek-chat")),
+    );
+    assert!((spent - 2_740.0 / 1e6).abs() < 1e-12, "{spent}");
+    assert_eq!(
+        m.value(
+            "deepseek_api_request_cost_usd_count",
+            &labels(("model", "deepseek-chat"))
+        ),
+        2.0
+    );
+    // A model outside the configuration is "other", and has no price.
+    assert_eq!(
+        m.value("deepseek_api_calls_total", &{
+            let mut l = labels(("model", "other"));
+            l.push(("status", "ok"));
+            l
+        }),
+        1.0
+    );
+    assert_eq!(
+        m.value("deepseek_api_balance", &labels(("currency", "USD"))),
+        7.25
+    );
+    assert_eq!(
+        m.value(
+            "deepseek_api_circuit_open",
+            &labels(("component", "api-gateway"))
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.value(
+            "automation_component_up",
+            &labels(("component", "api-gateway"))
+        ),
+        1.0
+    );
+    let text = collector.metrics_text().await;
+    assert!(!text.contains(KEY), "the key is in /metrics");
+    gw.stop().await;
+    collector.stop().await;
+}

@@ -5,11 +5,11 @@ CARGO ?= cargo
 
 .PHONY: run test tools fmt-check clippy rust-test bench catalog
 
-## Build (release) and start the platform locally.
+## Build (release) and start the whole platform locally, in one process,
+## watching and auditing this repository; then `automationctl status`.
 run:
-	$(CARGO) build --release --locked -p automation-collector
-	@echo "collector: gRPC 0.0.0.0:50051, HTTP http://127.0.0.1:9400 (/metrics, /health, /ready)"
-	./target/release/collector
+	$(CARGO) build --release --locked -p automation-stack -p automation-cli
+	./target/release/automation-stack
 
 ## Every check: formatting, clippy -D warnings, all tests.
 test: tools fmt-check clippy rust-test

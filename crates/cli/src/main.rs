@@ -1,0 +1,31 @@
+//! `automationctl`: parses the command line (usage errors exit 2) and runs
+//! the command on a single-threaded runtime.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use automation_cli::{Cli, Io, run};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("automationctl: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let color = stderr.is_terminal();
+    let mut io = Io {
+        out: &mut stdout.lock(),
+        err: &mut stderr.lock(),
+        format: cli.global.output,
+        color,
+    };
+    ExitCode::from(runtime.block_on(run(cli, &mut io)))
+}

@@ -41,10 +41,9 @@ pub struct GatewayArgs {
         default_value = "https://api.deepseek.com"
     )]
     pub deepseek_base_url: String,
-    /// The DeepSeek API key (prefer DEEPSEEK_API_KEY_FILE).
-    #[arg(long, env = "DEEPSEEK_API_KEY", hide_env_values = true)]
-    pub deepseek_api_key: Option<String>,
-    /// A file holding the key, re-read when it changes.
+    /// A file holding the DeepSeek key, re-read when it changes. (Or the
+    /// key itself in the environment variable DEEPSEEK_API_KEY — never a
+    /// flag, so it shows in no process list.)
     #[arg(long, env = "DEEPSEEK_API_KEY_FILE")]
     pub deepseek_api_key_file: Option<PathBuf>,
     /// Models the metrics name (others are labelled "other"); the first is the default.

@@ -280,6 +280,9 @@ pub async fn run(
     Ok(served?)
 }
 
+/// Beyond connecting, how long `/models` or the balance may take.
+const CHECK_LIMIT: Duration = Duration::from_secs(10);
+
 /// Checks `/models` and reads the balance on their intervals, while a key
 /// is configured.
 fn spawn_upstream_checks(
@@ -294,30 +297,46 @@ fn spawn_upstream_checks(
         config.upstream_check_interval,
         config.balance_interval,
     );
+    // Two tasks: a slow balance read must not hold up the health check.
+    let limit = config.upstream.connect_timeout + CHECK_LIMIT;
+    {
+        let (gateway, key, stop) = (Arc::clone(&gateway), key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut checks = tokio::time::interval(check_every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = checks.tick() => {}
+                }
+                let result = if key.get().is_none() {
+                    Err(format!("not checked: {}", key.describe()))
+                } else {
+                    match tokio::time::timeout(limit, gateway.upstream.models()).await {
+                        Ok(r) => r.map(|_| ()).map_err(|f| f.message),
+                        Err(_) => Err(format!("GET /models did not answer within {limit:?}")),
+                    }
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "the upstream check failed");
+                }
+                *state.lock().unwrap_or_else(PoisonError::into_inner) = result;
+            }
+        });
+    }
     tokio::spawn(async move {
-        let mut checks = tokio::time::interval(check_every);
         let mut balance = tokio::time::interval(balance_every);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = checks.tick() => {
-                    let result = if key.get().is_none() {
-                        Err(format!("not checked: {}", key.describe()))
-                    } else {
-                        gateway.upstream.models().await.map(|_| ()).map_err(|f| f.message)
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, "the upstream check failed");
-                    }
-                    *state.lock().unwrap_or_else(PoisonError::into_inner) = result;
-                }
-                _ = balance.tick() => {
-                    if key.get().is_some()
-                        && let Err(f) = gateway.refresh_balance().await
-                    {
-                        tracing::warn!(error = %f.message, "reading the balance failed");
-                    }
-                }
+                _ = balance.tick() => {}
+            }
+            if key.get().is_none() {
+                continue;
+            }
+            match tokio::time::timeout(limit, gateway.refresh_balance()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(f)) => tracing::warn!(error = %f.message, "reading the balance failed"),
+                Err(_) => tracing::warn!("reading the balance did not finish within {limit:?}"),
             }
         }
     });

@@ -10,6 +10,9 @@ use automation_telemetry::{logging, shutdown};
 
 const NAME: &str = "api-gateway";
 
+/// No time limit above a week makes sense; far larger ones overflow clocks.
+const MAX_LIMIT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_or_exit(NAME);
@@ -17,7 +20,10 @@ async fn main() {
     logging::init(cli.common.log_format);
     let instance = cli.common.instance_name();
     let g = &cli.gateway;
-    let key = match (&g.deepseek_api_key, &g.deepseek_api_key_file) {
+    let from_env = std::env::var("DEEPSEEK_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let key = match (&from_env, &g.deepseek_api_key_file) {
         (Some(_), Some(_)) => config_error(
             NAME,
             "set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both".to_owned(),
@@ -36,6 +42,21 @@ async fn main() {
                 g.client_rate_limit
             ),
         );
+    }
+    for (name, limit) in [
+        ("CONNECT_TIMEOUT", g.connect_timeout),
+        ("FIRST_TOKEN_TIMEOUT", g.first_token_timeout),
+        ("STREAM_IDLE_TIMEOUT", g.stream_idle_timeout),
+        ("REQUEST_TIMEOUT", g.request_timeout),
+        ("RETRY_BACKOFF", g.retry_backoff),
+        ("RETRY_BACKOFF_MAX", g.retry_backoff_max),
+        ("MAX_RETRY_AFTER", g.max_retry_after),
+        ("QUEUE_TIMEOUT", g.queue_timeout),
+        ("CIRCUIT_COOLDOWN", g.circuit_cooldown),
+    ] {
+        if limit > MAX_LIMIT {
+            config_error(NAME, format!("{name} is above the largest allowed, 7 days"));
+        }
     }
     let mut config = Config::new(&instance, &g.deepseek_base_url, key);
     config.models = models;

@@ -44,9 +44,12 @@ pub struct Gateway {
     pub circuit: CircuitBreaker,
     /// Where `ApiCall` events go.
     pub reporter: Option<Reporter>,
-    /// The last balance read, for the heartbeat.
-    pub balance: Mutex<Option<UpstreamBalance>>,
+    /// The last balance read and when, for the heartbeat and `GetBalance`.
+    pub balance: Mutex<Option<(Instant, UpstreamBalance)>>,
 }
+
+/// `GetBalance` answers from a balance read this recently.
+const BALANCE_FRESH: Duration = Duration::from_secs(30);
 
 impl Gateway {
     /// The last balance read.
@@ -54,14 +57,31 @@ impl Gateway {
         self.balance
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .map(|(_, b)| b.clone())
     }
 
     /// Reads the balance now and keeps it for the heartbeat.
     pub async fn refresh_balance(&self) -> Result<UpstreamBalance, Failure> {
         let balance = self.upstream.balance().await?;
-        *self.balance.lock().unwrap_or_else(PoisonError::into_inner) = Some(balance.clone());
+        *self.balance.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), balance.clone()));
         Ok(balance)
+    }
+
+    /// The balance, read anew unless the last read is recent.
+    async fn balance_now(&self) -> Result<UpstreamBalance, Failure> {
+        let fresh = self
+            .balance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < BALANCE_FRESH)
+            .map(|(_, b)| b.clone());
+        match fresh {
+            Some(balance) => Ok(balance),
+            None => self.refresh_balance().await,
+        }
     }
 }
 
@@ -87,6 +107,9 @@ struct Call {
     usage: TokenUsage,
     attempts: Attempts,
     reported: bool,
+    /// Holds a concurrency slot: not counted in the in-flight figure it
+    /// reports, since it is finishing.
+    holds_slot: bool,
 }
 
 impl Call {
@@ -99,6 +122,7 @@ impl Call {
             usage: TokenUsage::default(),
             attempts: Attempts::default(),
             reported: false,
+            holds_slot: false,
         }
     }
 
@@ -147,7 +171,11 @@ impl Call {
             rate_limited_responses: self.attempts.rate_limited,
             cost_usd: self.cost(),
             error_kind: error_kind.to_owned(),
-            in_flight_requests: self.gateway.concurrency.in_flight(),
+            in_flight_requests: self
+                .gateway
+                .concurrency
+                .in_flight()
+                .saturating_sub(u64::from(self.holds_slot)),
         }));
     }
 
@@ -270,7 +298,7 @@ fn request_body(
         if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
             return Err(Status::invalid_argument(format!(
                 "messages[{i}].role {:?} is not one of system, user, assistant, tool",
-                m.role
+                m.role.chars().take(32).collect::<String>()
             )));
         }
         let mut message = serde_json::json!({ "role": m.role, "content": m.content });
@@ -323,15 +351,35 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
 /// What a chat call holds while it talks to the upstream.
 struct Admitted {
     call: Call,
-    ticket: Ticket,
-    _slot: Slot,
+    slot: Slot,
     stream: ChatStream,
 }
 
 impl ApiGatewayService {
+    /// The per-client rate limit, for calls that report no `ApiCall`.
+    fn limit_client(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        self.gateway
+            .clients
+            .check(&client_key(bearer(metadata)))
+            .map_err(|wait| {
+                with_retry_hint(
+                    Code::ResourceExhausted,
+                    "this client is over its request rate limit".to_owned(),
+                    wait,
+                )
+            })
+    }
+
     /// Limits, validation, circuit, concurrency, then the upstream until
-    /// its first chunk.
-    async fn open(&self, request: Request<ChatRequest>) -> Result<Admitted, Status> {
+    /// its first chunk. The circuit is settled here: the first chunk proves
+    /// the upstream healthy (so a recovered upstream is open to all at once,
+    /// not after a long probe generation ends); a stall or break later on
+    /// is the client's error to see, not a reason to fail everyone fast.
+    async fn open(
+        &self,
+        request: Request<ChatRequest>,
+        streaming: bool,
+    ) -> Result<Admitted, Status> {
         let gateway = &self.gateway;
         let client = client_key(bearer(request.metadata()));
         let request = request.into_inner();
@@ -387,16 +435,18 @@ impl ApiGatewayService {
                 ));
             }
         };
-        match gateway.upstream.chat(body, None).await {
+        call.holds_slot = true;
+        let opened = if streaming {
+            gateway.upstream.stream(body).await
+        } else {
+            gateway.upstream.chat(body, None).await
+        };
+        match opened {
             Ok(stream) => {
+                ticket.success();
                 call.attempts = stream.attempts().clone();
                 call.ttft = Some(stream.time_to_first_token());
-                Ok(Admitted {
-                    call,
-                    ticket,
-                    _slot: slot,
-                    stream,
-                })
+                Ok(Admitted { call, slot, stream })
             }
             Err(failure) => {
                 call.attempts = failure.attempts.clone();
@@ -418,10 +468,9 @@ impl ApiGateway for ApiGatewayService {
     ) -> Result<Response<ChatResponse>, Status> {
         let Admitted {
             mut call,
-            ticket,
-            _slot,
+            slot,
             mut stream,
-        } = self.open(request).await?;
+        } = self.open(request, false).await?;
         let mut response = ChatResponse {
             attempts: call.attempts.attempts,
             ..ChatResponse::default()
@@ -448,13 +497,15 @@ impl ApiGateway for ApiGatewayService {
                 }
                 Ok(None) => break,
                 Err(failure) => {
-                    let (status, api, healthy) = map_failure(&failure);
-                    settle(ticket, healthy);
+                    let (status, api, _) = map_failure(&failure);
+                    drop(slot);
+                    call.holds_slot = false;
                     return Err(call.refuse(api, failure.kind.as_str(), status));
                 }
             }
         }
-        ticket.success();
+        drop(slot);
+        call.holds_slot = false;
         response.usage = Some(call.usage());
         call.finish(ApiStatus::Ok, "");
         Ok(Response::new(response))
@@ -468,16 +519,34 @@ impl ApiGateway for ApiGatewayService {
     ) -> Result<Response<Self::StreamChatCompletionStream>, Status> {
         let Admitted {
             mut call,
-            ticket,
-            _slot,
+            slot,
             mut stream,
-        } = self.open(request).await?;
+        } = self.open(request, true).await?;
         let (tx, rx) = mpsc::channel(32);
+        // A client that stops reading is dropped after this long, like an
+        // upstream that stops sending.
+        let send_limit = self.gateway.upstream.config().idle_timeout;
         tokio::spawn(async move {
-            let _slot = _slot;
+            let _slot = slot;
+            let send = |chunk| {
+                let tx = tx.clone();
+                async move {
+                    matches!(
+                        tokio::time::timeout(send_limit, tx.send(chunk)).await,
+                        Ok(Ok(()))
+                    )
+                }
+            };
             let (mut id, mut model, mut finish) = (String::new(), String::new(), String::new());
             loop {
-                match stream.next().await {
+                // A client that goes away ends the call at once (reported
+                // as cancelled when `call` drops), not at the next chunk.
+                let next = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    next = stream.next() => next,
+                };
+                match next {
                     Ok(Some(delta)) => {
                         if id.is_empty() {
                             id.clone_from(&delta.id);
@@ -499,23 +568,19 @@ impl ApiGateway for ApiGatewayService {
                             model: model.clone(),
                             ..ChatChunk::default()
                         };
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            // The client went away: the call is cancelled
-                            // (reported on drop), the upstream is not to blame.
+                        if !send(Ok(chunk)).await {
                             return;
                         }
                     }
                     Ok(None) => break,
                     Err(failure) => {
-                        let (status, api, healthy) = map_failure(&failure);
-                        settle(ticket, healthy);
+                        let (status, api, _) = map_failure(&failure);
                         let status = call.refuse(api, failure.kind.as_str(), status);
-                        let _ = tx.send(Err(status)).await;
+                        let _ = send(Err(status)).await;
                         return;
                     }
                 }
             }
-            ticket.success();
             let last = ChatChunk {
                 finish_reason: finish,
                 usage: Some(call.usage()),
@@ -523,7 +588,7 @@ impl ApiGateway for ApiGatewayService {
                 model,
                 ..ChatChunk::default()
             };
-            if tx.send(Ok(last)).await.is_ok() {
+            if send(Ok(last)).await {
                 call.finish(ApiStatus::Ok, "");
             }
         });
@@ -532,8 +597,9 @@ impl ApiGateway for ApiGatewayService {
 
     async fn list_models(
         &self,
-        _: Request<ListModelsRequest>,
+        request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
+        self.limit_client(request.metadata())?;
         let listed = self
             .gateway
             .upstream
@@ -560,11 +626,12 @@ impl ApiGateway for ApiGatewayService {
 
     async fn get_balance(
         &self,
-        _: Request<GetBalanceRequest>,
+        request: Request<GetBalanceRequest>,
     ) -> Result<Response<GetBalanceResponse>, Status> {
+        self.limit_client(request.metadata())?;
         let balance = self
             .gateway
-            .refresh_balance()
+            .balance_now()
             .await
             .map_err(|f| map_failure(&f).0)?;
         Ok(Response::new(GetBalanceResponse {

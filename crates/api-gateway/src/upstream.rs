@@ -55,6 +55,9 @@ pub fn install_crypto() {
 }
 
 /// Settings of the upstream client.
+/// The "deadline" of a client stream: far enough never to matter.
+const STREAM_HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// The API root, `https://api.deepseek.com` by default; a trailing `/` is
@@ -439,12 +442,15 @@ impl TokenUsage {
             (None, None, Some(cached)) => (cached, prompt_total.saturating_sub(cached)),
             (None, None, None) => (0, prompt_total),
         };
+        let output = num(usage.get("completion_tokens")).unwrap_or(0);
         Self {
             input_cache_hit,
             input_cache_miss,
-            output: num(usage.get("completion_tokens")).unwrap_or(0),
+            output,
+            // Part of the output: never more than it.
             reasoning: num(usage.pointer("/completion_tokens_details/reasoning_tokens"))
-                .unwrap_or(0),
+                .unwrap_or(0)
+                .min(output),
         }
     }
 }
@@ -595,10 +601,27 @@ impl Upstream {
         body: Value,
         deadline: Option<Instant>,
     ) -> Result<ChatStream, Failure> {
-        let config = &self.inner.config;
         let start = Instant::now();
-        let total_deadline = start + config.total_timeout;
+        let total_deadline = start + self.inner.config.total_timeout;
         let deadline = deadline.map_or(total_deadline, |d| d.min(total_deadline));
+        self.chat_until(body, start, deadline).await
+    }
+
+    /// Like [`Upstream::chat`] for a client stream: no total deadline (a
+    /// stream that keeps making progress may run as long as it generates),
+    /// only the first-token and between-events limits.
+    pub async fn stream(&self, body: Value) -> Result<ChatStream, Failure> {
+        let start = Instant::now();
+        self.chat_until(body, start, start + STREAM_HORIZON).await
+    }
+
+    async fn chat_until(
+        &self,
+        body: Value,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<ChatStream, Failure> {
+        let config = &self.inner.config;
         let mut attempts = Attempts::default();
 
         let (key, auth) = self.auth()?;
@@ -733,24 +756,37 @@ impl Upstream {
                     Some(Value::Number(n)) => n.as_f64().ok_or_else(|| {
                         self.protocol_once(&format!("bad balance amount {field}: {n}"))
                     }),
-                    Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| {
-                        self.protocol_once(&format!(
-                            "bad balance amount {field}: {:?}",
-                            bounded(s, 50)
-                        ))
-                    }),
+                    Some(Value::String(s)) => s
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| {
+                            self.protocol_once(&format!(
+                                "bad balance amount {field}: {:?}",
+                                bounded(s, 50)
+                            ))
+                        }),
                     Some(other) => Err(self.protocol_once(&format!(
                         "bad balance amount {field}: {}",
                         bounded(&other.to_string(), 50)
                     ))),
                 }
             };
+            let currency = info
+                .get("currency")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            // A label value: short, or refused rather than passed on.
+            if currency.is_empty()
+                || currency.len() > 16
+                || !currency.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(self
+                    .protocol_once(&format!("bad balance currency {:?}", bounded(currency, 20))));
+            }
             balances.push(CurrencyBalance {
-                currency: info
-                    .get("currency")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                currency: currency.to_owned(),
                 total: amount("total_balance")?,
                 granted: amount("granted_balance")?,
                 topped_up: amount("topped_up_balance")?,
@@ -1214,7 +1250,7 @@ fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
         ChunkError::Bad(scrub(
             &format!(
                 "bad JSON chunk from the upstream ({e}): {}",
-                bounded(data, 200)
+                bounded(&scrub(data, key), 200)
             ),
             key,
         ))
@@ -1223,7 +1259,7 @@ fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
         return Err(ChunkError::Bad(scrub(
             &format!(
                 "a chunk from the upstream is not an object: {}",
-                bounded(data, 200)
+                bounded(&scrub(data, key), 200)
             ),
             key,
         )));
@@ -1236,7 +1272,7 @@ fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
         return Err(ChunkError::Upstream(scrub(
             &format!(
                 "upstream error in the stream: {}",
-                bounded(&text, MAX_ERROR_TEXT)
+                bounded(&scrub(&text, key), MAX_ERROR_TEXT)
             ),
             key,
         )));
@@ -1309,7 +1345,9 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
         status.as_u16(),
         status.canonical_reason().unwrap_or("error")
     );
-    if let Some(detail) = error_detail(&body) {
+    // Remove the key before anything is cut, so no part of it survives a cut.
+    let body = scrub(&String::from_utf8_lossy(&body), key);
+    if let Some(detail) = error_detail(body.as_bytes()) {
         message.push_str(": ");
         message.push_str(&detail);
     }

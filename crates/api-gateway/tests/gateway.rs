@@ -649,3 +649,94 @@ async fn the_collector_shows_tokens_cost_retries_and_rate_limits() {
     gw.stop().await;
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_stream_frees_its_slot_at_once() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("first ")),
+        Sse::Pause(Duration::from_secs(20)),
+        Sse::Data(chunk("never seen")),
+    ]));
+    let mut c = config(&upstream);
+    c.upstream.idle_timeout = Duration::from_secs(30);
+    let mut gw = Gateway::start(c).await;
+    let mut stream = gw
+        .client
+        .stream_chat_completion(ask("x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within("the first chunk", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.content, "first ");
+    assert_eq!(gw.handles.gateway.concurrency.in_flight(), 1);
+    drop(stream);
+    within("the slot freed", async {
+        while gw.handles.gateway.concurrency.in_flight() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_probe_does_not_keep_the_circuit_closed_to_others() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Status {
+        status: 503,
+        retry_after: None,
+        body: String::new(),
+    });
+    let mut c = config(&upstream);
+    c.upstream.max_attempts = 1;
+    c.upstream.idle_timeout = Duration::from_secs(30);
+    c.circuit = (1, Duration::from_millis(200));
+    let mut gw = Gateway::start(c).await;
+    assert_eq!(gw.chat("x").await.unwrap_err().code(), Code::Unavailable);
+    assert!(gw.handles.gateway.circuit.is_open());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The probe: a stream that goes on generating for a while.
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("slow ")),
+        Sse::Pause(Duration::from_secs(3)),
+        Sse::Data(finish_chunk("stop")),
+        Sse::Done,
+    ]));
+    let mut probe = gw
+        .client
+        .stream_chat_completion(ask("probe"))
+        .await
+        .unwrap()
+        .into_inner();
+    within("the probe's first chunk", probe.message())
+        .await
+        .unwrap()
+        .unwrap();
+    // Its first chunk proved the upstream healthy: others get through now.
+    let other = gw.chat("meanwhile").await.unwrap();
+    assert!(!other.content.is_empty());
+    assert!(!gw.handles.gateway.circuit.is_open());
+    drop(probe);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn no_part_of_the_key_survives_a_cut_error_text() {
+    let upstream = FakeUpstream::start().await;
+    // The key straddles the point where error texts are cut.
+    let padding = "x".repeat(495);
+    upstream.push(Reply::Status {
+        status: 401,
+        retry_after: None,
+        body: format!(r#"{{"error":{{"message":"{padding}{KEY} is invalid"}}}}"#),
+    });
+    let mut gw = Gateway::start(config(&upstream)).await;
+    let error = gw.chat("x").await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+    assert!(!error.message().contains(&KEY[..8]), "{}", error.message());
+    gw.stop().await;
+}

@@ -66,10 +66,8 @@ struct Cli {
         default_value = "https://api.deepseek.com"
     )]
     deepseek_base_url: String,
-    /// The DeepSeek key (prefer DEEPSEEK_API_KEY_FILE); without one the gateway is not ready.
-    #[arg(long, env = "DEEPSEEK_API_KEY", hide_env_values = true)]
-    deepseek_api_key: Option<String>,
-    /// A file holding the key.
+    /// A file holding the DeepSeek key (or the key itself in the environment
+    /// variable DEEPSEEK_API_KEY, never a flag); without one the gateway is not ready.
     #[arg(long, env = "DEEPSEEK_API_KEY_FILE")]
     deepseek_api_key_file: Option<PathBuf>,
     /// The reporters' heartbeat.
@@ -129,7 +127,10 @@ async fn main() {
     let mut audit = automation_audit_agent::Config::new(&instance, cli.root.clone(), database);
     audit.interval = (!cli.audit_interval.is_zero()).then_some(cli.audit_interval);
     audit.audit.coverage_path = cli.coverage_path.clone();
-    let key = match (&cli.deepseek_api_key, &cli.deepseek_api_key_file) {
+    let from_env = std::env::var("DEEPSEEK_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let key = match (&from_env, &cli.deepseek_api_key_file) {
         (Some(_), Some(_)) => config_error(
             NAME,
             "set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both",

@@ -3,7 +3,9 @@
 
 CARGO ?= cargo
 
-.PHONY: run test tools fmt-check clippy rust-test bench catalog
+.PHONY: run test tools fmt-check clippy rust-test monitoring-check monitoring-e2e monitoring bench catalog
+
+PYTHON ?= .venv/bin/python
 
 ## Build (release) and start the whole platform locally, in one process,
 ## watching and auditing this repository; then `automationctl status`.
@@ -12,7 +14,7 @@ run:
 	./target/release/automation-stack
 
 ## Every check: formatting, clippy -D warnings, all tests.
-test: tools fmt-check clippy rust-test
+test: tools fmt-check clippy rust-test monitoring-check monitoring-e2e
 
 tools:
 	./scripts/install-test-tools.sh
@@ -25,6 +27,19 @@ clippy:
 
 rust-test:
 	./scripts/rust-tests.sh
+
+## Rules, alerts, routing and dashboards against the catalog and the real tools.
+monitoring-check:
+	$(PYTHON) scripts/check-monitoring.py
+
+## The real Prometheus and Alertmanager against the running services.
+monitoring-e2e:
+	$(CARGO) build --locked --workspace --bins
+	$(PYTHON) scripts/monitoring_e2e.py
+
+## Prometheus and Alertmanager (Debian packages) against `make run`'s stack.
+monitoring: tools
+	$(PYTHON) scripts/monitoring_local.py
 
 ## Benchmarks that print figures.
 bench:

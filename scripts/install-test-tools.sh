@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the checks of `make test` need when it is missing:
-# the real promtool/amtool/prometheus/alertmanager (Debian packages).
+# the real promtool/amtool/prometheus/alertmanager (Debian packages; the
+# Alertmanager binary is called prometheus-alertmanager there), and a Python
+# virtual environment (.venv) with the PyPI tools the checks use.
 # Idempotent; `--force` refreshes the package lists and reinstalls.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=0
-for tool in promtool amtool prometheus alertmanager; do
+for tool in promtool amtool prometheus; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
+command -v alertmanager >/dev/null 2>&1 || command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt=1
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt=1
 if [[ "${1:-}" == "--force" ]]; then
   need_apt=1
 fi
@@ -24,9 +29,19 @@ if [[ $need_apt == 1 ]]; then
   echo "install-test-tools: installing prometheus and prometheus-alertmanager (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends prometheus prometheus-alertmanager
+  $SUDO apt-get install -y --no-install-recommends prometheus prometheus-alertmanager python3-venv
 fi
 
 for tool in promtool amtool; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool still missing" >&2; exit 1; }
 done
+
+# PyPI tools, pinned, in the project's own virtual environment.
+VENV=.venv
+if [[ ! -x $VENV/bin/python ]]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import yaml' >/dev/null 2>&1; then
+  echo "install-test-tools: installing the Python tools into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi

@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test tools fmt-check clippy rust-test monitoring-check monitoring-e2e monitoring bench catalog
+.PHONY: run test tools fmt-check clippy rust-test monitoring-check monitoring-e2e monitoring deploy-check bench catalog
 
 PYTHON ?= .venv/bin/python
 
@@ -14,7 +14,7 @@ run:
 	./target/release/automation-stack
 
 ## Every check: formatting, clippy -D warnings, all tests.
-test: tools fmt-check clippy rust-test monitoring-check monitoring-e2e
+test: tools fmt-check clippy deploy-check monitoring-check rust-test monitoring-e2e
 
 tools:
 	./scripts/install-test-tools.sh
@@ -36,6 +36,13 @@ monitoring-check:
 monitoring-e2e:
 	$(CARGO) build --locked --workspace --bins
 	$(PYTHON) scripts/monitoring_e2e.py
+
+## Image, manifests and workflows: yamllint, hadolint, kustomize +
+## kubernetes-validate, CRD schemas, deployment policy, rollback script.
+deploy-check:
+	.venv/bin/yamllint -c .yamllint.yml .
+	$(PYTHON) scripts/check_k8s.py
+	./scripts/check_deploy_files.sh
 
 ## Prometheus and Alertmanager (Debian packages) against `make run`'s stack.
 monitoring: tools

@@ -41,7 +41,6 @@ VENV=.venv
 if [[ ! -x $VENV/bin/python ]]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import yaml' >/dev/null 2>&1; then
-  echo "install-test-tools: installing the Python tools into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
-fi
+# Pinned: already-satisfied pins cost no download.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+command -v kubectl >/dev/null 2>&1 || echo "install-test-tools: kubectl is missing: the manifest checks need it (kubectl kustomize)" >&2

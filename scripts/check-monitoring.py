@@ -22,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from monitoring_e2e import concrete  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 MON = ROOT / "monitoring"
 PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds",
@@ -62,11 +65,6 @@ def metric_names(expr):
             continue
         names.add(m.group(0))
     return names
-
-
-def concrete(expr):
-    expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m").replace("$__range", "1h")
-    return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*(?::[a-z]+)?\}?", ".*", expr)
 
 
 def main():
@@ -155,13 +153,13 @@ def main():
         problem(f"{len(boards)} dashboards, expected 5")
 
     for source, expr in exprs + panels:
-        for name in metric_names(concrete(expr)):
+        for name in metric_names(concrete(expr, "1m")):
             if name not in known and name not in recorded and name not in PROMETHEUS_OWN:
                 problem(f"{source}: {name} is not in the collector's catalog nor a recording rule")
 
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
         yaml.safe_dump({"groups": [{"name": "panels", "rules": [
-            {"record": f"panel:{i}", "expr": concrete(expr)} for i, (_, expr) in enumerate(panels)]}]}, f)
+            {"record": f"panel:{i}", "expr": concrete(expr, "1m")} for i, (_, expr) in enumerate(panels)]}]}, f)
     result = run(["promtool", "check", "rules", f.name], f"promtool parses all {len(panels)} panel expressions")
     if result.returncode != 0:
         for i, (source, _) in enumerate(panels):

@@ -312,8 +312,10 @@ def panel_queries():
     return found
 
 
-def concrete(expr):
-    expr = expr.replace("$__rate_interval", "15s").replace("$__interval", "5s").replace("$__range", "1m")
+def concrete(expr, window="15s"):
+    """A panel expression as Prometheus takes it: Grafana's interval macros
+    become `window`, template variables match everything."""
+    expr = expr.replace("$__rate_interval", window).replace("$__interval", window).replace("$__range", "1h")
     return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*(?::[a-z]+)?\}?", ".*", expr)
 
 

@@ -199,7 +199,7 @@ pub async fn run(
     let background = CancellationToken::new();
     spawn_upstream_checks(&gateway, &config, &upstream_state, &background);
 
-    let mut health = HealthChecker::builder("api-gateway")
+    let health = HealthChecker::builder("api-gateway")
         .required("api_key", {
             let key = config.key.clone();
             move || {
@@ -219,14 +219,7 @@ pub async fn run(
                 async move { result }
             }
         });
-    if let Some(reporter) = &reporter {
-        let reporter = reporter.clone();
-        health = health.dependency("collector", move || {
-            let reporter = reporter.clone();
-            async move { reporter.check().await }
-        });
-    }
-    let health = health.build();
+    let health = Reporter::watched_by(reporter.as_ref(), health).build();
     health.spawn(background.clone());
     {
         let gateway = Arc::clone(&gateway);

@@ -20,18 +20,8 @@ async fn main() {
     logging::init(cli.common.log_format);
     let instance = cli.common.instance_name();
     let g = &cli.gateway;
-    let from_env = std::env::var("DEEPSEEK_API_KEY")
-        .ok()
-        .filter(|k| !k.trim().is_empty());
-    let key = match (&from_env, &g.deepseek_api_key_file) {
-        (Some(_), Some(_)) => config_error(
-            NAME,
-            "set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both".to_owned(),
-        ),
-        (Some(value), None) => ApiKey::value(value.clone()),
-        (None, Some(path)) => ApiKey::file(path.clone()),
-        (None, None) => ApiKey::none(),
-    };
+    let key = ApiKey::configured(g.deepseek_api_key_file.as_deref())
+        .unwrap_or_else(|e| config_error(NAME, e));
     let models = Models::new(&g.deepseek_models, &g.model_prices)
         .unwrap_or_else(|e| config_error(NAME, e.to_string()));
     if !(g.client_rate_limit.is_finite() && g.client_rate_limit >= 0.0) {
@@ -84,9 +74,7 @@ async fn main() {
     ));
     config.auth = cli.common.auth_or_exit(NAME);
     config.tls = cli.common.tls_or_exit(NAME);
-    if let Err(e) =
-        automation_api_gateway::upstream::Upstream::new(config.upstream.clone(), ApiKey::none())
-    {
+    if let Err(e) = config.upstream.check() {
         config_error(NAME, format!("DEEPSEEK_BASE_URL: {e}"));
     }
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;

@@ -22,12 +22,13 @@
 //! and the `Authorization` header is marked sensitive and never logged.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use automation_proto::v1::RetryReason;
+use automation_telemetry::client::error_chain;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -86,6 +87,39 @@ pub struct UpstreamConfig {
     /// A `Retry-After` longer than this is not waited for: the failure is
     /// returned with [`Failure::retry_after`] set. 30 s by default.
     pub max_retry_after: Duration,
+}
+
+impl UpstreamConfig {
+    /// Checks the base URL without building a client: what `main` turns
+    /// into exit code 64.
+    pub fn check(&self) -> Result<(), UpstreamError> {
+        self.urls().map(drop)
+    }
+
+    /// The chat, models and balance URLs under the base URL.
+    fn urls(&self) -> Result<[Url; 3], UpstreamError> {
+        let base = self.base_url.trim().trim_end_matches('/');
+        let bad = |reason: String| UpstreamError::BadBaseUrl {
+            url: self.base_url.clone(),
+            reason,
+        };
+        let parsed = Url::parse(base).map_err(|e| bad(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "scheme {:?} is not http or https",
+                parsed.scheme()
+            )));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad("a query or fragment is not allowed".to_owned()));
+        }
+        let url = |path: &str| Url::parse(&format!("{base}{path}")).map_err(|e| bad(e.to_string()));
+        Ok([
+            url("/chat/completions")?,
+            url("/models")?,
+            url("/user/balance")?,
+        ])
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -179,6 +213,23 @@ impl ApiKey {
         let key = (!v.is_empty()).then(|| Arc::<str>::from(v));
         Self {
             source: Arc::new(KeySource::Value(key)),
+        }
+    }
+
+    /// The key as configured: `DEEPSEEK_API_KEY` from the environment
+    /// (never a flag, so it shows in no process list) or the file of
+    /// `DEEPSEEK_API_KEY_FILE`, not both; neither is no key.
+    pub fn configured(file: Option<&Path>) -> Result<Self, String> {
+        let from_env = std::env::var("DEEPSEEK_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        match (from_env, file) {
+            (Some(_), Some(_)) => {
+                Err("set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both".to_owned())
+            }
+            (Some(value), None) => Ok(Self::value(value)),
+            (None, Some(path)) => Ok(Self::file(path.to_path_buf())),
+            (None, None) => Ok(Self::none()),
         }
     }
 
@@ -544,25 +595,7 @@ impl Upstream {
     /// base URL that does not parse or is not `http`/`https`.
     pub fn new(config: UpstreamConfig, key: ApiKey) -> Result<Self, UpstreamError> {
         install_crypto();
-        let base = config.base_url.trim().trim_end_matches('/').to_owned();
-        let bad = |reason: String| UpstreamError::BadBaseUrl {
-            url: config.base_url.clone(),
-            reason,
-        };
-        let parsed = Url::parse(&base).map_err(|e| bad(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(bad(format!(
-                "scheme {:?} is not http or https",
-                parsed.scheme()
-            )));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("a query or fragment is not allowed".to_owned()));
-        }
-        let url = |path: &str| Url::parse(&format!("{base}{path}")).map_err(|e| bad(e.to_string()));
-        let chat_url = url("/chat/completions")?;
-        let models_url = url("/models")?;
-        let balance_url = url("/user/balance")?;
+        let [chat_url, models_url, balance_url] = config.urls()?;
         let client = Client::builder()
             .connect_timeout(config.connect_timeout)
             .tcp_keepalive(Duration::from_secs(30))
@@ -1420,21 +1453,6 @@ fn bounded(text: &str, max: usize) -> String {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}…", &text[..cut]),
     }
-}
-
-/// An error and its sources, joined by `: `, without repeats.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }
 
 fn deadline_message(start: Instant, deadline: Instant) -> String {

@@ -100,11 +100,7 @@ impl Auditor {
         let timeout = self.config.analysis_timeout;
 
         let store = Arc::clone(&self.store);
-        let baseline = flatten(
-            self.bridge
-                .run_blocking(STORE_TIMEOUT, move || store.baseline())
-                .await,
-        );
+        let baseline = blocking(&self.bridge, STORE_TIMEOUT, move || store.baseline()).await;
         let baseline = match baseline {
             Ok(b) => Some(b),
             Err(message) => {
@@ -214,11 +210,8 @@ impl Auditor {
                     keep_reports: self.config.keep_reports,
                 };
                 let store = Arc::clone(&self.store);
-                let stored = flatten(
-                    self.bridge
-                        .run_blocking(STORE_TIMEOUT, move || store.commit(&commit))
-                        .await,
-                );
+                let stored =
+                    blocking(&self.bridge, STORE_TIMEOUT, move || store.commit(&commit)).await;
                 match stored {
                     Ok(id) => report.id = id,
                     Err(message) => {
@@ -417,8 +410,18 @@ where
     }
 }
 
-fn flatten<T, E: std::fmt::Display>(r: Result<Result<T, E>, BridgeError>) -> Result<T, String> {
-    match r {
+/// Runs fallible blocking `work` through the bridge within `timeout`: its
+/// value, or its own error or the bridge's (a timeout, a panic) as text.
+pub(crate) async fn blocking<T, E>(
+    bridge: &Bridge,
+    timeout: Duration,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match bridge.run_blocking(timeout, work).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),

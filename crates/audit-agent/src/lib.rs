@@ -200,19 +200,14 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "opening the database"),
     }
 
-    let mut health = HealthChecker::builder("audit-agent")
+    let health = HealthChecker::builder("audit-agent")
         .required("repository", {
             let (bridge, root) = (bridge.clone(), root.clone());
             move || {
                 let (bridge, root) = (bridge.clone(), root.clone());
                 async move {
-                    match bridge
-                        .run_blocking(CHECK_TIMEOUT, move || git::open(&root).map(|_| ()))
+                    audit::blocking(&bridge, CHECK_TIMEOUT, move || git::open(&root).map(drop))
                         .await
-                    {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
                 }
             }
         })
@@ -221,24 +216,11 @@ pub async fn run(
             move || {
                 let (bridge, store) = (bridge.clone(), Arc::clone(&store));
                 async move {
-                    match bridge
-                        .run_blocking(CHECK_TIMEOUT, move || store.check_writable())
-                        .await
-                    {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
+                    audit::blocking(&bridge, CHECK_TIMEOUT, move || store.check_writable()).await
                 }
             }
         });
-    if let Some(reporter) = &reporter {
-        let reporter = reporter.clone();
-        health = health.dependency("collector", move || {
-            let reporter = reporter.clone();
-            async move { reporter.check().await }
-        });
-    }
-    let health = health.build();
+    let health = Reporter::watched_by(reporter.as_ref(), health).build();
     let background = CancellationToken::new();
     health.spawn(background.clone());
 

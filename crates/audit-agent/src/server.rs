@@ -37,16 +37,9 @@ impl AuditAgentService {
         f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, Status> {
         let store = Arc::clone(self.auditor.store());
-        match self
-            .auditor
-            .bridge()
-            .run_blocking(READ_TIMEOUT, move || f(&store))
+        crate::audit::blocking(self.auditor.bridge(), READ_TIMEOUT, move || f(&store))
             .await
-        {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
-            Err(e) => Err(Status::unavailable(format!("reading the database: {e}"))),
-        }
+            .map_err(Status::unavailable)
     }
 }
 
@@ -86,13 +79,10 @@ impl AuditAgent for AuditAgentService {
                 let report = store.report(id)?;
                 // Per-document counts are those of the stored items, which
                 // are the latest audit's.
-                let latest = id == 0
-                    || report.as_ref().is_some_and(|r| {
-                        store.report(0).ok().flatten().is_some_and(|l| l.id == r.id)
-                    });
-                let documents = match (include_documents, latest, report.is_some()) {
-                    (true, true, true) => Some(store.documents()?),
-                    (true, false, true) => None,
+                let documents = match &report {
+                    Some(r) if include_documents => (id == 0 || store.latest_id()? == Some(r.id))
+                        .then(|| store.documents())
+                        .transpose()?,
                     _ => Some(Vec::new()),
                 };
                 Ok((report, documents))

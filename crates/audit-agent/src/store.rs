@@ -353,6 +353,16 @@ impl Store {
         })
     }
 
+    /// The id of the latest report, if any.
+    pub fn latest_id(&self) -> Result<Option<u64>, StoreError> {
+        self.with(|conn| {
+            let id: Option<i64> = conn
+                .query_row("SELECT max(id) FROM reports", [], |r| r.get(0))
+                .map_err(self.err("reading the latest report id"))?;
+            Ok(id.and_then(|id| u64::try_from(id).ok()))
+        })
+    }
+
     /// Up to `limit` reports with ids below `before` (all when `None`),
     /// newest first, and how many are stored in all.
     pub fn list(

@@ -333,27 +333,24 @@ impl Stack {
     /// Resolves when a service stops by itself (an error), naming it.
     pub async fn failed(&mut self) -> Error {
         let tasks = self.services.iter_mut().map(|s| {
-            let name = s.name;
-            let waiting: std::pin::Pin<Box<dyn Future<Output = Error> + Send + '_>> =
-                Box::pin(async move {
-                    let ended = match s.task.as_mut() {
-                        Some(task) => task.await,
-                        None => std::future::pending().await,
-                    };
-                    s.task = None;
-                    let message = match ended {
-                        Ok(Err(message)) => message,
-                        Ok(Ok(())) => "stopped".to_owned(),
-                        Err(e) => format!("panicked: {e}"),
-                    };
-                    Error::Service {
-                        service: name,
-                        message,
-                    }
-                });
-            waiting
+            Box::pin(async move {
+                let ended = match s.task.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                };
+                s.task = None;
+                let message = match ended {
+                    Ok(Err(message)) => message,
+                    Ok(Ok(())) => "stopped".to_owned(),
+                    Err(e) => format!("panicked: {e}"),
+                };
+                Error::Service {
+                    service: s.name,
+                    message,
+                }
+            })
         });
-        futures_select_first(tasks.collect()).await
+        futures_util::future::select_all(tasks).await.0
     }
 
     /// Stops the services gracefully: the three reporting ones first (their
@@ -381,21 +378,6 @@ impl Stack {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// The first of several futures to finish.
-async fn futures_select_first<T>(
-    mut futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-) -> T {
-    std::future::poll_fn(|cx| {
-        for f in &mut futures {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// Why a service is not ready, from its health report.

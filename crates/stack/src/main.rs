@@ -127,22 +127,10 @@ async fn main() {
     let mut audit = automation_audit_agent::Config::new(&instance, cli.root.clone(), database);
     audit.interval = (!cli.audit_interval.is_zero()).then_some(cli.audit_interval);
     audit.audit.coverage_path = cli.coverage_path.clone();
-    let from_env = std::env::var("DEEPSEEK_API_KEY")
-        .ok()
-        .filter(|k| !k.trim().is_empty());
-    let key = match (&from_env, &cli.deepseek_api_key_file) {
-        (Some(_), Some(_)) => config_error(
-            NAME,
-            "set DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE, not both",
-        ),
-        (Some(v), None) => ApiKey::value(v.clone()),
-        (None, Some(p)) => ApiKey::file(p.clone()),
-        (None, None) => ApiKey::none(),
-    };
+    let key = ApiKey::configured(cli.deepseek_api_key_file.as_deref())
+        .unwrap_or_else(|e| config_error(NAME, e));
     let mut gateway = automation_api_gateway::Config::new(&instance, &cli.deepseek_base_url, key);
-    if let Err(e) =
-        automation_api_gateway::upstream::Upstream::new(gateway.upstream.clone(), ApiKey::none())
-    {
+    if let Err(e) = gateway.upstream.check() {
         config_error(NAME, format!("DEEPSEEK_BASE_URL: {e}"));
     }
     collector.auth = auth.clone();

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod client;
 pub mod config;
 pub mod logging;
 pub mod reporter;

@@ -326,6 +326,22 @@ impl Reporter {
         self.inner.shared.check()
     }
 
+    /// Adds the collector, as seen by `reporter`, to `health` as a
+    /// dependency: `degraded` with its last error while pushes fail, never
+    /// unready (DESIGN §6). Without a reporter, `health` is unchanged.
+    pub fn watched_by(
+        reporter: Option<&Reporter>,
+        health: automation_health::HealthBuilder,
+    ) -> automation_health::HealthBuilder {
+        let Some(reporter) = reporter.cloned() else {
+            return health;
+        };
+        health.dependency("collector", move || {
+            let reporter = reporter.clone();
+            async move { reporter.check().await }
+        })
+    }
+
     /// Says goodbye and flushes: reports a [`Goodbye`] with `reason`, then keeps
     /// pushing until everything is acknowledged or `deadline` has passed, and
     /// stops the reporter's tasks. What could not be delivered is counted as

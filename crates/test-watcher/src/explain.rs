@@ -15,18 +15,18 @@
 //! Each call reports one `GatewayRequest` event (outcome ok/error and its
 //! duration), which the collector counts in `test_watcher_api_calls_total`.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{self, ChatMessage, ChatRequest, RunResult, RunSummary};
-use automation_telemetry::auth::{AuthError, TokenFile};
+use automation_telemetry::auth::AuthError;
+use automation_telemetry::client::{self, BearerToken, ClientError};
 use automation_telemetry::reporter::Reporter;
 use automation_telemetry::tls::TlsError;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 /// `EXPLAIN_TIMEOUT`'s default.
@@ -81,45 +81,36 @@ impl GatewayConfig {
         self.prepare().map(drop)
     }
 
-    fn prepare(&self) -> Result<(Endpoint, Option<Authorization>), GatewayError> {
-        let invalid = |reason: String| GatewayError::Endpoint {
-            endpoint: self.endpoint.clone(),
-            reason,
-        };
-        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|error| invalid(error_chain(&error)))?;
-        let uri = endpoint.uri();
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(invalid("the scheme must be http:// or https://".to_owned())),
-        };
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(invalid("no host".to_owned()));
-        }
+    fn prepare(&self) -> Result<(Endpoint, Option<BearerToken>), GatewayError> {
         if self.timeout.is_zero() {
-            return Err(invalid("the explain timeout must be above zero".to_owned()));
+            return Err(GatewayError::Endpoint {
+                endpoint: self.endpoint.clone(),
+                reason: "the explain timeout must be above zero".to_owned(),
+            });
         }
-        if tls {
-            let tls_config = automation_telemetry::tls::client_config(self.tls_ca_file.as_deref())?;
-            endpoint = endpoint
-                .tls_config(tls_config)
-                .map_err(|source| GatewayError::Tls {
-                    endpoint: self.endpoint.clone(),
-                    source,
-                })?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+        let endpoint = client::endpoint(
+            &self.endpoint,
+            self.tls_ca_file.as_deref(),
+            self.timeout.min(Duration::from_secs(10)),
+        )?;
         let authorization = self
             .token_file
             .as_deref()
-            .map(Authorization::open)
+            .map(BearerToken::open)
             .transpose()?;
         Ok((endpoint, authorization))
+    }
+}
+
+impl From<ClientError> for GatewayError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::Endpoint { endpoint, reason } => Self::Endpoint { endpoint, reason },
+            ClientError::Token(e) => Self::Token(e),
+            ClientError::TokenValue(path) => Self::TokenValue(path),
+            ClientError::TlsFile(e) => Self::TlsFile(e),
+            ClientError::Tls { endpoint, source } => Self::Tls { endpoint, source },
+        }
     }
 }
 
@@ -158,7 +149,7 @@ pub enum GatewayError {
 #[derive(Clone)]
 pub struct Client {
     client: ApiGatewayClient<Channel>,
-    authorization: Option<Arc<Authorization>>,
+    authorization: Option<Arc<BearerToken>>,
     timeout: Duration,
     max_output: usize,
 }
@@ -215,15 +206,7 @@ impl Client {
 fn describe(status: &tonic::Status, within: &str) -> String {
     use std::error::Error as _;
     let mut text = status.message().to_owned();
-    let mut cause = status.source();
-    while let Some(error) = cause {
-        let said = error.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = error.source();
-    }
+    client::append_causes(&mut text, status.source());
     match status.code() {
         // tonic's own deadline (`grpc-timeout`) ends the call as cancelled.
         tonic::Code::Cancelled if text.contains("Timeout expired") => {
@@ -236,63 +219,6 @@ fn describe(status: &tonic::Status, within: &str) -> String {
         }
         code => format!("the api-gateway answered {code:?}: {text}"),
     }
-}
-
-/// The `authorization` header, rebuilt when the token file changed; a new
-/// token that cannot be a header value leaves the previous one in use.
-struct Authorization {
-    file: TokenFile,
-    current: Mutex<(Arc<Vec<String>>, MetadataValue<Ascii>)>,
-}
-
-impl Authorization {
-    fn open(path: &Path) -> Result<Self, GatewayError> {
-        let file = TokenFile::open(path)?;
-        let tokens = file.tokens();
-        let value = bearer(&tokens).ok_or_else(|| GatewayError::TokenValue(path.to_path_buf()))?;
-        Ok(Self {
-            file,
-            current: Mutex::new((tokens, value)),
-        })
-    }
-
-    fn value(&self) -> MetadataValue<Ascii> {
-        let tokens = self.file.tokens();
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if !Arc::ptr_eq(&tokens, &current.0) {
-            match bearer(&tokens) {
-                Some(value) => current.1 = value,
-                None => tracing::warn!(
-                    path = %self.file.path().display(),
-                    "the new gateway token cannot be sent as a header; keeping the previous one"
-                ),
-            }
-            current.0 = tokens;
-        }
-        current.1.clone()
-    }
-}
-
-/// `Bearer <first token>`, marked sensitive so it never shows in debug output.
-fn bearer(tokens: &[String]) -> Option<MetadataValue<Ascii>> {
-    let token = tokens.first()?;
-    let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let said = error.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = error.source();
-    }
-    text
 }
 
 /// Whether a run's result is one the gateway is asked to explain: failed,

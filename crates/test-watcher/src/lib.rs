@@ -198,7 +198,7 @@ pub async fn run(
     }
 
     let watch_error: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-    let mut health = HealthChecker::builder("test-watcher").required("watch", {
+    let health = HealthChecker::builder("test-watcher").required("watch", {
         let error = Arc::clone(&watch_error);
         let root = root.clone();
         move || {
@@ -213,14 +213,7 @@ pub async fn run(
             }
         }
     });
-    if let Some(reporter) = &reporter {
-        let reporter = reporter.clone();
-        health = health.dependency("collector", move || {
-            let reporter = reporter.clone();
-            async move { reporter.check().await }
-        });
-    }
-    let health = health.build();
+    let health = Reporter::watched_by(reporter.as_ref(), health).build();
     let starting = health.startup_guard("watch");
     let background = CancellationToken::new();
     health.spawn(background.clone());

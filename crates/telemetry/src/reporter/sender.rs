@@ -20,8 +20,9 @@ use tonic::{Code, Status};
 
 use super::ReporterConfig;
 use super::backoff::Backoff;
-use super::connection::{Attempt, Connection, append_causes};
+use super::connection::{Attempt, Connection};
 use super::shared::{Shared, after, after_from};
+use crate::client::append_causes;
 
 /// Failures after the first are logged at warn once per this period.
 const WARN_EVERY: Duration = Duration::from_secs(30);

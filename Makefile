@@ -37,11 +37,13 @@ monitoring-e2e:
 	$(CARGO) build --locked --workspace --bins
 	$(PYTHON) scripts/monitoring_e2e.py
 
-## Image, manifests and workflows: yamllint, hadolint, kustomize +
-## kubernetes-validate, CRD schemas, deployment policy, rollback script.
+## Image, manifests and workflows: yamllint, hadolint, Dockerfile.prod
+## against its users, kustomize + kubernetes-validate, CRD schemas,
+## deployment policy, compose and workflow schemas, rollback script.
 deploy-check:
 	.venv/bin/yamllint -c .yamllint.yml .
 	$(PYTHON) scripts/check_k8s.py
+	$(PYTHON) scripts/check_images.py
 	./scripts/check_deploy_files.sh
 
 ## Prometheus and Alertmanager (Debian packages) against `make run`'s stack.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The deployment files outside k8s/ (part of `make deploy-check`):
-# Dockerfile.prod with hadolint, the GitHub workflows against their JSON
-# schema, and scripts/rollback.sh with its stand-in-kubectl test.
+# Dockerfile.prod with hadolint, the monitoring compose file and the GitHub
+# workflows against their JSON schemas, and scripts/rollback.sh with its
+# stand-in-kubectl test.
 # The tools come from the project's .venv (scripts/install-test-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ done
 
 echo "check_deploy_files: hadolint Dockerfile.prod"
 "$VENV/bin/hadolint" Dockerfile.prod
+
+echo "check_deploy_files: the monitoring compose file against the Compose specification"
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec monitoring/docker-compose.monitoring.yml
 
 echo "check_deploy_files: workflows against the GitHub workflow schema"
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml

@@ -148,6 +148,15 @@ pub async fn run(spec: &RunSpec, cancel: CancellationToken) -> RunOutcome {
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // The working directory was checked above: it is `sh` that is
+            // missing, as in an image without a shell (distroless).
+            return ended(Ending::FailedToStart(format!(
+                "cannot start the test command: no `sh` on PATH ({error}); \
+                 the test-watcher runs TEST_COMMAND with `sh -c`, so it needs \
+                 an image with a shell and the project's toolchain"
+            )));
+        }
         Err(error) => {
             return ended(Ending::FailedToStart(format!(
                 "cannot start `sh -c` in {}: {error}",

@@ -282,3 +282,20 @@ async fn a_missing_working_directory_fails_to_start() {
         other => panic!("expected FailedToStart, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn without_a_shell_the_run_fails_to_start_and_says_so() {
+    // PATH set for the command is the one `sh` is looked up in: an empty
+    // folder stands for an image without a shell.
+    let empty = tempfile::tempdir().unwrap();
+    let mut spec = spec("true");
+    spec.env
+        .push(("PATH".to_owned(), empty.path().display().to_string()));
+    let outcome = run_it(&spec).await;
+    match outcome.ending {
+        Ending::FailedToStart(reason) => {
+            assert!(reason.contains("no `sh` on PATH"), "{reason}")
+        }
+        other => panic!("expected FailedToStart, got {other:?}"),
+    }
+}

@@ -96,7 +96,10 @@ impl Auditor {
         let started_at = SystemTime::now();
         let clock = Instant::now();
         let mut problems = Vec::new();
-        let root = self.config.root.clone();
+        // One audit reads one checkout, even if a sync swaps the root's link
+        // to a new one meanwhile.
+        let root =
+            std::fs::canonicalize(&self.config.root).unwrap_or_else(|_| self.config.root.clone());
         let timeout = self.config.analysis_timeout;
 
         let store = Arc::clone(&self.store);
@@ -170,7 +173,7 @@ impl Auditor {
             duration_seconds: 0.0,
             result: v1::AuditResult::Ok as i32,
             reason: reason.to_owned(),
-            repository: root.display().to_string(),
+            repository: self.config.root.display().to_string(),
             head: git
                 .as_ref()
                 .and_then(|g| g.head.clone())
@@ -185,7 +188,7 @@ impl Auditor {
             analyses,
             tasks: Some(plan.totals),
             newly_completed: plan.newly_completed(),
-            coverage: cover.as_ref().map(|c| summary(c, &self.config.root)),
+            coverage: cover.as_ref().map(|c| summary(c, &root)),
             problems: Vec::new(),
             documents_scanned: scan.as_ref().map_or(0, |s| s.documents.len() as u64),
             documents: Vec::new(),

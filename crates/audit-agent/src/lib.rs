@@ -147,10 +147,19 @@ pub async fn run(
     shutdown: CancellationToken,
     started: Option<tokio::sync::oneshot::Sender<Handles>>,
 ) -> Result<(), Error> {
-    let root = std::fs::canonicalize(&config.audit.root).map_err(|e| Error::Repository {
+    // Absolute, but with symbolic links kept: each audit follows a root that
+    // is a link (git-sync publishes each checkout by swapping one) to
+    // whatever it leads to then.
+    let root = std::path::absolute(&config.audit.root).map_err(|e| Error::Repository {
         path: config.audit.root.clone(),
         reason: e.to_string(),
     })?;
+    if let Err(e) = std::fs::metadata(&root) {
+        return Err(Error::Repository {
+            path: config.audit.root.clone(),
+            reason: e.to_string(),
+        });
+    }
     if !root.is_dir() {
         return Err(Error::Repository {
             path: config.audit.root.clone(),

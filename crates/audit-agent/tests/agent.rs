@@ -363,6 +363,67 @@ async fn plan_markers_are_counted_with_code_blocks_ignored() {
     agent.stop().await;
 }
 
+/// git-sync publishes each checkout by swapping a symbolic link to it and
+/// deleting the previous one: every audit follows the link to the checkout
+/// it leads to then.
+#[tokio::test]
+async fn a_checkout_swapped_under_a_linked_root_is_audited() {
+    let mut origin = Repo::new();
+    origin.write("PLAN.md", "- [x] one\n- [ ] two\n");
+    origin.commit(2);
+    let sync = tempfile::tempdir().unwrap();
+    let upstream = origin.path().to_path_buf();
+    let checkout = |name: &str| {
+        let dir = sync.path().join(".worktrees").join(name);
+        let out = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(&upstream)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    };
+    let link = sync.path().join("repo");
+    std::os::unix::fs::symlink(checkout("one"), &link).unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(config(&link, &db.path().join("a.db"))).await;
+    let first = agent.audit().await;
+    assert_eq!(first.result, AuditResult::Ok as i32, "{:?}", first.problems);
+    assert_eq!((first.new_commits, tasks(&first)), (2, (1, 0, 1)));
+    assert_eq!(first.repository, link.display().to_string());
+
+    // A new commit upstream, synced the way git-sync does it: a new
+    // checkout, a new link renamed over the old one, the old one deleted.
+    origin.write("PLAN.md", "- [x] one\n- [x] two\n");
+    origin.commit(1);
+    let swapping = sync.path().join("repo.tmp");
+    std::os::unix::fs::symlink(checkout("two"), &swapping).unwrap();
+    std::fs::rename(&swapping, &link).unwrap();
+    std::fs::remove_dir_all(sync.path().join(".worktrees/one")).unwrap();
+
+    let (status, ready) = agent.ready().await;
+    assert_eq!(status, 200, "{ready}");
+    let second = agent.audit().await;
+    assert_eq!(
+        second.result,
+        AuditResult::Ok as i32,
+        "{:?}",
+        second.problems
+    );
+    assert!(second.problems.is_empty(), "{:?}", second.problems);
+    assert_eq!(second.new_commits, 1);
+    assert_eq!(second.previous_head, first.head);
+    assert_eq!(second.head, origin.git(&["rev-parse", "HEAD"]));
+    assert_eq!(tasks(&second), (2, 0, 0));
+    assert_eq!(newly(&second, Marker::Checkbox), 1);
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn coverage_in_each_format_matches_a_hand_computed_figure() {
     let mut repo = Repo::new();

@@ -4,7 +4,7 @@
 //! streamed and reported.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use automation_async_bridge::Bridge;
@@ -17,7 +17,7 @@ use crate::debounce::Debouncer;
 use crate::explain::{self, Excerpt, Explanations};
 use crate::results::{self, TestCounts};
 use crate::runner::{self, Ending, RunOutcome, RunSpec};
-use crate::watch::{Watch, WatchEvent};
+use crate::watch::{WatchEvent, WatchSlot};
 
 /// What a change or trigger does while a run is in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,7 +141,7 @@ struct Engine {
     config: EngineConfig,
     bridge: Bridge,
     reporter: Option<Reporter>,
-    watch: Arc<OnceLock<Arc<Watch>>>,
+    watch: Arc<WatchSlot>,
     rescans: mpsc::Sender<WatchEvent>,
     debouncer: Debouncer,
     running: Option<Running>,
@@ -160,7 +160,7 @@ struct Engine {
 /// [`explain`]).
 pub fn spawn(
     config: EngineConfig,
-    watch: Arc<OnceLock<Arc<Watch>>>,
+    watch: Arc<WatchSlot>,
     events: (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>),
     bridge: Bridge,
     reporter: Option<Reporter>,
@@ -274,7 +274,7 @@ impl Engine {
                     return;
                 };
                 for dir in new_dirs {
-                    let watch = Arc::clone(watch);
+                    let watch = Arc::clone(&watch);
                     let reporter = self.reporter.clone();
                     let rescans = self.rescans.clone();
                     tokio::task::spawn_blocking(move || {

@@ -26,11 +26,11 @@ pub mod server;
 pub mod watch;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use automation_async_bridge::Bridge;
-use automation_health::HealthChecker;
+use automation_health::{HealthChecker, StartupGuard};
 use automation_proto::v1::{self, WatcherStatus, test_watcher_server::TestWatcherServer};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
@@ -45,7 +45,7 @@ use tonic::transport::ServerTlsConfig;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::explain::GatewayConfig;
 use crate::filter::Filter;
-use crate::watch::Watch;
+use crate::watch::{Watch, WatchEvent, WatchSlot};
 
 /// Everything [`run`] needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -161,10 +161,19 @@ pub async fn run(
     shutdown: CancellationToken,
     started: Option<tokio::sync::oneshot::Sender<Handles>>,
 ) -> Result<(), Error> {
-    let root = std::fs::canonicalize(&config.engine.root).map_err(|e| Error::Root {
+    // Absolute, but with symbolic links kept: a root that is a link (git-sync
+    // publishes each checkout by swapping one) is followed to whatever it
+    // leads to, for the watch and for every run.
+    let root = std::path::absolute(&config.engine.root).map_err(|e| Error::Root {
         path: config.engine.root.clone(),
         reason: e.to_string(),
     })?;
+    if let Err(e) = std::fs::metadata(&root) {
+        return Err(Error::Root {
+            path: config.engine.root.clone(),
+            reason: e.to_string(),
+        });
+    }
     if !root.is_dir() {
         return Err(Error::Root {
             path: config.engine.root.clone(),
@@ -197,12 +206,12 @@ pub async fn run(
         tracing::info!(endpoint = %gateway.endpoint, "failed runs are explained by the api-gateway");
     }
 
-    let watch_error: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let watch_error: Arc<Mutex<Option<String>>> = Arc::default();
     let health = HealthChecker::builder("test-watcher").required("watch", {
         let error = Arc::clone(&watch_error);
         let root = root.clone();
         move || {
-            let error = error.get().cloned();
+            let error = error.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let root = root.clone();
             async move {
                 match error {
@@ -219,7 +228,7 @@ pub async fn run(
     health.spawn(background.clone());
 
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let watch_slot: Arc<OnceLock<Arc<Watch>>> = Arc::new(OnceLock::new());
+    let watch_slot: Arc<WatchSlot> = Arc::default();
     let engine_stop = CancellationToken::new();
     let (engine, engine_task) = engine::spawn(
         config.engine.clone(),
@@ -232,39 +241,23 @@ pub async fn run(
     );
     *live.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(engine.watch_status());
 
-    // Establishing the watch walks the tree: blocking work, through the bridge.
-    {
-        let (bridge, filter) = (bridge.clone(), Filter::new(&root, &config.extensions));
-        let (poll, error, slot) = (
-            config.poll,
-            Arc::clone(&watch_error),
-            Arc::clone(&watch_slot),
-        );
-        let (engine, reporter, health) = (engine.clone(), reporter.clone(), health.clone());
-        let run_on_start = config.run_on_start;
-        tokio::spawn(async move {
-            let inner = bridge.clone();
-            let result = bridge
-                .run_blocking(Duration::from_secs(600), move || {
-                    Watch::start(filter, poll, inner, events_tx)
-                })
-                .await;
-            match result {
-                Ok(Ok(watch)) => {
-                    tracing::info!(directories = watch.watched(), "watching");
-                    let _ = slot.set(watch);
-                    drop(starting);
-                    if run_on_start {
-                        engine.trigger("startup").await;
-                    }
-                }
-                Ok(Err(e)) => fail(&error, &reporter, e.to_string()),
-                Err(e) => fail(&error, &reporter, format!("setting up the watch: {e}")),
-            }
-            // The required check reads the error; show it at once.
-            health.check_now().await;
-        });
-    }
+    let watching = Watching {
+        root: root.clone(),
+        extensions: config.extensions.clone(),
+        poll: config.poll,
+        bridge: bridge.clone(),
+        events: events_tx,
+        slot: watch_slot,
+        error: watch_error,
+        reporter: reporter.clone(),
+    };
+    tokio::spawn(watching.follow(
+        engine.clone(),
+        health.clone(),
+        starting,
+        config.run_on_start,
+        background.clone(),
+    ));
 
     let mut routes = Routes::new(InterceptedService::new(
         TestWatcherServer::new(server::TestWatcherService::new(
@@ -309,14 +302,108 @@ pub async fn run(
     Ok(served?)
 }
 
-fn fail(slot: &OnceLock<String>, reporter: &Option<Reporter>, message: String) {
-    tracing::error!(%message, "the watch could not be established");
-    if let Some(reporter) = reporter {
-        reporter.report(v1::event::Payload::Error(v1::ComponentError {
-            kind: "watch".to_owned(),
-            message: message.clone(),
-            model: String::new(),
-        }));
+/// How often the root is resolved again, to notice that it leads to a new
+/// checkout (git-sync swaps a symbolic link to each new one and deletes the
+/// old one).
+const CHECKOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// What establishes the watch, and re-establishes it on a new checkout.
+struct Watching {
+    root: PathBuf,
+    extensions: Vec<String>,
+    poll: Option<Duration>,
+    bridge: Bridge,
+    events: mpsc::Sender<WatchEvent>,
+    slot: Arc<WatchSlot>,
+    error: Arc<Mutex<Option<String>>>,
+    reporter: Option<Reporter>,
+}
+
+impl Watching {
+    /// Establishes the watch, then follows the root to each new checkout
+    /// until `stop`: the watch is rebuilt there and a run is asked for.
+    async fn follow(
+        self,
+        engine: EngineHandle,
+        health: HealthChecker,
+        starting: StartupGuard,
+        run_on_start: bool,
+        stop: CancellationToken,
+    ) {
+        let mut current = self.resolve().await;
+        let established = self.establish().await;
+        drop(starting);
+        if established && run_on_start {
+            engine.trigger("startup").await;
+        }
+        // The required check reads the error; show it at once.
+        health.check_now().await;
+
+        let mut ticks = tokio::time::interval(CHECKOUT_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            // Mid-swap or gone: the health check says so; look again later.
+            let Some(now) = self.resolve().await else {
+                continue;
+            };
+            if current.as_ref() == Some(&now) {
+                continue;
+            }
+            tracing::info!(checkout = %now.display(), "the root leads to a new checkout");
+            current = Some(now);
+            // A failure is kept until the next checkout, not retried each tick.
+            if self.establish().await {
+                engine.trigger("checkout").await;
+            }
+            health.check_now().await;
+        }
     }
-    let _ = slot.set(message);
+
+    /// The folder the root leads to now.
+    async fn resolve(&self) -> Option<PathBuf> {
+        let root = self.root.clone();
+        self.bridge
+            .run_blocking(Duration::from_secs(10), move || std::fs::canonicalize(root))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Watches the root as it is now (walking the tree is blocking work,
+    /// through the bridge), replacing the previous watch. False if it failed;
+    /// the failure is reported and makes the service unready.
+    async fn establish(&self) -> bool {
+        let (filter, poll) = (Filter::new(&self.root, &self.extensions), self.poll);
+        let (inner, events) = (self.bridge.clone(), self.events.clone());
+        let result = self
+            .bridge
+            .run_blocking(Duration::from_secs(600), move || {
+                Watch::start(filter, poll, inner, events)
+            })
+            .await;
+        let message = match result {
+            Ok(Ok(watch)) => {
+                tracing::info!(directories = watch.watched(), "watching");
+                self.slot.set(watch);
+                *self.error.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("setting up the watch: {e}"),
+        };
+        tracing::error!(%message, "the watch could not be established");
+        if let Some(reporter) = &self.reporter {
+            reporter.report(v1::event::Payload::Error(v1::ComponentError {
+                kind: "watch".to_owned(),
+                message: message.clone(),
+                model: String::new(),
+            }));
+        }
+        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+        false
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use automation_async_bridge::Bridge;
@@ -69,6 +69,27 @@ fn classify(path: &Path, error: &notify::Error) -> WatchError {
             path: path.to_path_buf(),
             reason: error.to_string(),
         }
+    }
+}
+
+/// The current watch, if one is established. It is replaced when the root
+/// leads to a new checkout (a symbolic link swapped by git-sync).
+#[derive(Debug, Default)]
+pub struct WatchSlot(RwLock<Option<Arc<Watch>>>);
+
+impl WatchSlot {
+    /// The current watch.
+    pub fn get(&self) -> Option<Arc<Watch>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `watch` the current one; the one it replaces stops watching
+    /// once the last user drops it.
+    pub fn set(&self, watch: Arc<Watch>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(watch);
     }
 }
 
@@ -167,7 +188,11 @@ impl Watch {
         let (mut added, mut files) = (0, Vec::new());
         for entry in walk.flatten() {
             let path = entry.path();
-            if !entry.file_type().is_some_and(|t| t.is_dir()) {
+            // The walk follows a root that is a symbolic link but names its
+            // type as a link: the root is a directory all the same.
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir())
+                || (entry.depth() == 0 && path.is_dir());
+            if !is_dir {
                 let filter = self.filter.lock().unwrap_or_else(PoisonError::into_inner);
                 if !filter.ignores(path, false) {
                     files.push(path.to_path_buf());

@@ -590,3 +590,87 @@ async fn on_busy_ignore_drops_requests_during_a_run() {
     assert_eq!(w.started_runs(), 1);
     w.stop().await;
 }
+
+/// git-sync publishes each checkout by swapping a symbolic link to it and
+/// deleting the previous one: the watcher follows the link, watching and
+/// running the tests in whatever checkout it leads to.
+#[tokio::test]
+async fn a_checkout_swapped_under_a_linked_root_is_followed() {
+    follow_a_checkout_swap(None).await;
+}
+
+/// The same with the polling watcher, as the Kubernetes manifests run it.
+#[tokio::test]
+async fn a_checkout_swap_is_followed_when_polling_too() {
+    follow_a_checkout_swap(Some(Duration::from_millis(100))).await;
+}
+
+async fn follow_a_checkout_swap(poll: Option<Duration>) {
+    let sync = tempfile::tempdir().unwrap();
+    let seen = tempfile::tempdir().unwrap();
+    let cwds = seen.path().join("cwds");
+    let checkout = |name: &str| {
+        let dir = sync.path().join(".worktrees").join(name);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/lib.rs"), name).unwrap();
+        dir
+    };
+    let link = sync.path().join("repo");
+    std::os::unix::fs::symlink(checkout("one"), &link).unwrap();
+    let mut w = Watcher::start(None, |c| {
+        c.engine.root = link.clone();
+        c.poll = poll;
+        c.engine.command = format!("pwd -P >> '{}'; {}", cwds.display(), c.engine.command);
+    })
+    .await;
+    let last_cwd = || {
+        let text = std::fs::read_to_string(&cwds).unwrap_or_default();
+        text.lines().last().unwrap_or_default().to_owned()
+    };
+
+    // New files, not edits: the polling watcher compares modification
+    // times in whole seconds, so an edit within the second it last looked
+    // would go unseen. A file at the top shows the root itself is watched.
+    std::fs::write(link.join("top.rs"), "one").unwrap();
+    let run = w.next_run().await;
+    assert_eq!(relative_paths(&run), vec!["top.rs"]);
+    assert!(last_cwd().ends_with(".worktrees/one"), "{}", last_cwd());
+
+    // The swap as git-sync does it: a new link renamed over the old one,
+    // then the old checkout deleted.
+    let two = checkout("two");
+    let swapping = sync.path().join("repo.tmp");
+    std::os::unix::fs::symlink(&two, &swapping).unwrap();
+    std::fs::rename(&swapping, &link).unwrap();
+    std::fs::remove_dir_all(sync.path().join(".worktrees/one")).unwrap();
+
+    let mut triggers = Vec::new();
+    while !triggers.contains(&"checkout".to_owned()) {
+        let run = w.next_run().await;
+        assert_eq!(run.result, RunResult::Passed as i32, "{run:?}");
+        triggers.push(run.trigger);
+    }
+    assert!(last_cwd().ends_with(".worktrees/two"), "{}", last_cwd());
+
+    // The new checkout is watched: a change there makes a run, named
+    // relative to the root as configured.
+    std::fs::write(link.join("src/new.rs"), "two").unwrap();
+    std::fs::write(link.join("top.rs"), "two").unwrap();
+    let mut changed = Vec::new();
+    while !(changed.contains(&"src/new.rs".to_owned()) && changed.contains(&"top.rs".to_owned())) {
+        let run = w.next_run().await;
+        assert_eq!(run.result, RunResult::Passed as i32, "{run:?}");
+        if run.trigger == "change" {
+            changed.extend(run.changed_paths);
+        }
+    }
+    assert!(last_cwd().ends_with(".worktrees/two"), "{}", last_cwd());
+    let status = w
+        .client
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.watch_root, link.display().to_string());
+    w.stop().await;
+}

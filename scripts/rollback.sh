@@ -2,29 +2,43 @@
 # Rolls Deployments of the platform back with `kubectl rollout undo`, then
 # waits for each rollout to finish.
 #
-#   scripts/rollback.sh [--namespace NS] [--dry-run] [--to-revision N] (all | DEPLOYMENT...)
+#   scripts/rollback.sh [--namespace NS] [--dry-run] [--to-revision N] [--timeout D] (all | DEPLOYMENT...)
 #
 #   all               the four services: collector test-watcher audit-agent api-gateway
-#   --namespace NS    default: $NAMESPACE, else automation (prod)
+#   -n, --namespace NS
+#                     default: $NAMESPACE, else automation (prod)
 #   --to-revision N   go to revision N (see `kubectl rollout history
 #                     deployment/NAME -n NS`); only with a single deployment
-#   --timeout D       how long each `rollout status` waits (default 5m)
+#   --timeout D       how long each `rollout status` waits: a duration such
+#                     as 300s, 5m or 1m30s (default 5m)
 #   --dry-run         print the kubectl commands, run nothing
 #
+# Every option also takes the --option=value form.
 # Exit codes: 0 all rolled back and available; 1 a kubectl command failed
-# (every deployment is still tried); 2 usage error.
+# (every deployment is still tried; one whose undo failed is not waited
+# for); 2 usage error.
 set -euo pipefail
 
 readonly ALL_DEPLOYMENTS=(collector test-watcher audit-agent api-gateway)
 
 usage() {
-  sed -n '2,15s/^# \{0,1\}//p' "$0"
+  # The header comment above, from line 2 to the first line that is not one.
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
 }
 
 die_usage() {
   echo "rollback.sh: $1" >&2
   echo "usage: rollback.sh [--namespace NS] [--dry-run] [--to-revision N] [--timeout D] (all | DEPLOYMENT...)" >&2
   exit 2
+}
+
+# The value of an option given as `--opt VALUE` ($2 present) or `--opt=VALUE`.
+# An empty value is a usage error in both forms.
+option_value() {
+  local option=$1 what=$2
+  shift 2
+  [[ $# -ge 1 && -n $1 ]] || die_usage "$option needs $what"
+  printf '%s' "$1"
 }
 
 namespace=${NAMESPACE:-automation}
@@ -36,28 +50,28 @@ targets=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     -n | --namespace)
-      [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a namespace"
-      namespace=$2
+      namespace=$(option_value "$1" "a namespace" "${@:2:1}") || exit
       shift 2
       ;;
     --namespace=*)
-      namespace=${1#*=}
-      [[ -n $namespace ]] || die_usage "--namespace needs a namespace"
+      namespace=$(option_value --namespace "a namespace" "${1#*=}") || exit
       shift
       ;;
     --to-revision)
-      [[ $# -ge 2 ]] || die_usage "--to-revision needs a revision number"
-      revision=$2
+      revision=$(option_value "$1" "a revision number" "${@:2:1}") || exit
       shift 2
       ;;
     --to-revision=*)
-      revision=${1#*=}
+      revision=$(option_value --to-revision "a revision number" "${1#*=}") || exit
       shift
       ;;
     --timeout)
-      [[ $# -ge 2 && -n $2 ]] || die_usage "--timeout needs a duration"
-      timeout=$2
+      timeout=$(option_value "$1" "a duration" "${@:2:1}") || exit
       shift 2
+      ;;
+    --timeout=*)
+      timeout=$(option_value --timeout "a duration" "${1#*=}") || exit
+      shift
       ;;
     --dry-run)
       dry_run=1
@@ -82,8 +96,17 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# A Kubernetes namespace name (RFC 1123 label); also catches an option
+# taken as the value, as in `--namespace --dry-run`.
+if [[ ! $namespace =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ || ${#namespace} -gt 63 ]]; then
+  die_usage "not a namespace name: '$namespace'"
+fi
 if [[ -n $revision && ! $revision =~ ^[1-9][0-9]*$ ]]; then
   die_usage "--to-revision needs a positive revision number, not '$revision'"
+fi
+# Go durations in h, m and s as kubectl takes them; not 0, which would wait forever.
+if [[ ! $timeout =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ || ! $timeout =~ [1-9] ]]; then
+  die_usage "--timeout needs a duration such as 300s, 5m or 1m30s, not '$timeout'"
 fi
 [[ ${#targets[@]} -gt 0 ]] || die_usage "name the deployments to roll back, or 'all'"
 
@@ -92,14 +115,18 @@ for target in "${targets[@]}"; do
   if [[ $target == all ]]; then
     [[ ${#targets[@]} -eq 1 ]] || die_usage "'all' cannot be combined with deployment names"
     deployments=("${ALL_DEPLOYMENTS[@]}")
-  else
-    known=0
-    for name in "${ALL_DEPLOYMENTS[@]}"; do
-      [[ $target == "$name" ]] && known=1
-    done
-    [[ $known == 1 ]] || die_usage "unknown deployment '$target' (one of: ${ALL_DEPLOYMENTS[*]}, or all)"
-    deployments+=("$target")
+    continue
   fi
+  known=0
+  for name in "${ALL_DEPLOYMENTS[@]}"; do
+    [[ $target == "$name" ]] && known=1
+  done
+  [[ $known == 1 ]] || die_usage "unknown deployment '$target' (one of: ${ALL_DEPLOYMENTS[*]}, or all)"
+  # Two undos of one Deployment would go back and then forward again.
+  for name in ${deployments[@]+"${deployments[@]}"}; do
+    [[ $target != "$name" ]] || die_usage "deployment '$target' named twice"
+  done
+  deployments+=("$target")
 done
 
 if [[ -n $revision && ${#deployments[@]} -ne 1 ]]; then
@@ -117,15 +144,18 @@ run() {
 }
 
 failed=()
+undone=()
 for deployment in "${deployments[@]}"; do
   undo=(kubectl rollout undo "deployment/$deployment" -n "$namespace")
   [[ -n $revision ]] && undo+=("--to-revision=$revision")
-  if ! run "${undo[@]}"; then
-    echo "rollback.sh: rollout undo of $deployment failed" >&2
+  if run "${undo[@]}"; then
+    undone+=("$deployment")
+  else
+    echo "rollback.sh: rollout undo of $deployment failed; not waiting for it" >&2
     failed+=("$deployment")
   fi
 done
-for deployment in "${deployments[@]}"; do
+for deployment in ${undone[@]+"${undone[@]}"}; do
   if ! run kubectl rollout status "deployment/$deployment" -n "$namespace" "--timeout=$timeout"; then
     echo "rollback.sh: $deployment did not become available within $timeout" >&2
     failed+=("$deployment")
@@ -139,5 +169,5 @@ fi
 if [[ $dry_run == 1 ]]; then
   echo "rollback.sh: dry run, nothing changed"
 else
-  echo "rollback.sh: rolled back ${deployments[*]} in namespace $namespace"
+  echo "rollback.sh: rolled back ${deployments[*]}${revision:+ to revision $revision} in namespace $namespace"
 fi

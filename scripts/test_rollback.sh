@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Tests scripts/rollback.sh against a stand-in `kubectl`, first on PATH, that
-# appends each call's arguments (one line per call) to $KUBECTL_LOG and fails
-# `rollout status` when $KUBECTL_FAIL_STATUS names the deployment.
-# Prints one line per case; exits 1 if any case fails.
+# appends each call's arguments (one line per call) to $KUBECTL_LOG, fails
+# `rollout undo` of the deployment named by $KUBECTL_FAIL_UNDO and
+# `rollout status` of the one named by $KUBECTL_FAIL_STATUS.
+# Each case checks the exit code and the exact kubectl calls (and, where
+# named, a piece of the output). Prints one line per case; exits 1 if any
+# case fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,10 @@ cat >"$work/bin/kubectl" <<'STUB'
 #!/usr/bin/env bash
 set -euo pipefail
 echo "$*" >>"$KUBECTL_LOG"
+if [[ ${1:-} == rollout && ${2:-} == undo && -n ${KUBECTL_FAIL_UNDO:-} && ${3:-} == "deployment/$KUBECTL_FAIL_UNDO" ]]; then
+  echo "error: no rollout history found for deployment \"$KUBECTL_FAIL_UNDO\"" >&2
+  exit 1
+fi
 if [[ ${1:-} == rollout && ${2:-} == status && -n ${KUBECTL_FAIL_STATUS:-} && ${3:-} == "deployment/$KUBECTL_FAIL_STATUS" ]]; then
   echo "error: deployment \"$KUBECTL_FAIL_STATUS\" exceeded its progress deadline" >&2
   exit 1
@@ -23,7 +30,9 @@ chmod +x "$work/bin/kubectl"
 
 export PATH="$work/bin:$PATH"
 export KUBECTL_LOG="$work/calls"
-unset NAMESPACE KUBECTL_FAIL_STATUS
+unset NAMESPACE KUBECTL_FAIL_UNDO KUBECTL_FAIL_STATUS
+
+readonly ALL="collector test-watcher audit-agent api-gateway"
 
 passed=0
 failed=0
@@ -41,63 +50,112 @@ indent() {
   printf '%s\n' "$1" | sed 's/^/       /'
 }
 
+# check NAME EXIT CALLS [OUTPUT]: the last rollback exited EXIT, made exactly
+# CALLS (one per line) and, if OUTPUT is given, printed it somewhere.
 check() {
-  local name=$1 expected_status=$2 expected_calls=$3
+  local name=$1 expected_status=$2 expected_calls=$3 expected_out=${4:-}
   local calls
   calls=$(cat "$KUBECTL_LOG")
-  if [[ $status == "$expected_status" && $calls == "$expected_calls" ]]; then
+  if [[ $status == "$expected_status" && $calls == "$expected_calls" && $out == *"$expected_out"* ]]; then
     echo "ok   $name"
     passed=$((passed + 1))
   else
     echo "FAIL $name: exit $status (want $expected_status)"
     echo "     kubectl calls:"; indent "$calls"
     echo "     want:"; indent "$expected_calls"
+    [[ -z $expected_out ]] || { echo "     want in the output:"; indent "$expected_out"; }
     echo "     output:"; indent "$out"
     failed=$((failed + 1))
   fi
 }
 
+# The calls of undoing DEPLOYMENTS (words) in NS, then waiting TIMEOUT for
+# those in WAITED (default: the same).
+calls() {
+  local ns=$1 timeout=$2 deployments=$3 waited=${4-$3} d
+  for d in $deployments; do echo "rollout undo deployment/$d -n $ns"; done
+  for d in $waited; do echo "rollout status deployment/$d -n $ns --timeout=$timeout"; done
+}
+
+# usage_error ARG...: rollback.sh ARG... exits 2 with the usage line and runs nothing.
+usage_error() {
+  local name="usage error exits 2: rollback.sh"
+  [[ $# -eq 0 ]] || name+=$(printf ' %q' "$@")
+  rollback "$@"
+  check "$name" 2 "" "usage: rollback.sh"
+}
+
 rollback --namespace automation-dev api-gateway
-check "undo one deployment" 0 "rollout undo deployment/api-gateway -n automation-dev
-rollout status deployment/api-gateway -n automation-dev --timeout=5m"
+check "undo one deployment" 0 "$(calls automation-dev 5m api-gateway)"
 
 rollback all
-check "undo all (4 undos, 4 status waits; default namespace automation)" 0 "$(
-  for d in collector test-watcher audit-agent api-gateway; do echo "rollout undo deployment/$d -n automation"; done
-  for d in collector test-watcher audit-agent api-gateway; do echo "rollout status deployment/$d -n automation --timeout=5m"; done
-)"
+check "undo all (4 undos, 4 status waits; default namespace automation)" 0 "$(calls automation 5m "$ALL")"
 
 rollback -n automation --to-revision 7 audit-agent
 check "to a named revision" 0 "rollout undo deployment/audit-agent -n automation --to-revision=7
-rollout status deployment/audit-agent -n automation --timeout=5m"
+rollout status deployment/audit-agent -n automation --timeout=5m" "to revision 7"
+
+rollback --namespace=automation-dev --to-revision=12 collector
+check "--namespace=NS and --to-revision=N" 0 "rollout undo deployment/collector -n automation-dev --to-revision=12
+rollout status deployment/collector -n automation-dev --timeout=5m"
+
+rollback --timeout 90s api-gateway
+check "--timeout D reaches rollout status" 0 "$(calls automation 90s api-gateway)"
+
+rollback --timeout=1m30s all
+check "--timeout=D reaches every rollout status" 0 "$(calls automation 1m30s "$ALL")"
+
+NAMESPACE=automation-dev rollback collector
+check "the namespace defaults to \$NAMESPACE" 0 "$(calls automation-dev 5m collector)"
+
+NAMESPACE=automation-dev rollback -n automation collector
+check "--namespace overrides \$NAMESPACE" 0 "$(calls automation 5m collector)"
+
+NAMESPACE="" rollback collector
+check "an empty \$NAMESPACE means automation" 0 "$(calls automation 5m collector)"
 
 rollback --dry-run all
-if [[ $out == *"kubectl rollout undo deployment/collector -n automation"* ]]; then
-  check "dry run prints the commands and runs nothing" 0 ""
-else
-  status="no command printed"
-  check "dry run prints the commands and runs nothing" 0 ""
-fi
+check "dry run prints the commands and runs nothing" 0 "" "+ kubectl rollout undo deployment/collector -n automation"
 
-for usage in "" "--to-revision 3 all" "--to-revision 3 collector api-gateway" "--to-revision x collector" \
-  "--namespace" "--bogus all" "nonexistent" "all collector"; do
-  # shellcheck disable=SC2086 # the usage strings are word lists on purpose
-  rollback $usage
-  if [[ $out == *"usage:"* ]]; then
-    check "usage error exits 2: rollback.sh $usage" 2 ""
-  else
-    status="no usage line"
-    check "usage error exits 2: rollback.sh $usage" 2 ""
-  fi
-done
+rollback --help
+check "--help prints the usage and runs nothing" 0 "" "--timeout D"
 
-export KUBECTL_FAIL_STATUS=test-watcher
-rollback all
-unset KUBECTL_FAIL_STATUS
-check "a failing rollout status fails the rollback (all still tried)" 1 "$(
-  for d in collector test-watcher audit-agent api-gateway; do echo "rollout undo deployment/$d -n automation"; done
-  for d in collector test-watcher audit-agent api-gateway; do echo "rollout status deployment/$d -n automation --timeout=5m"; done
-)"
+usage_error
+usage_error --to-revision 3 all
+usage_error --to-revision 3 collector api-gateway
+usage_error --to-revision x collector
+usage_error --to-revision 0 collector
+usage_error --to-revision= collector
+usage_error --to-revision "" collector
+usage_error collector --to-revision
+usage_error --namespace
+usage_error --namespace= all
+usage_error -n "" all
+usage_error --namespace --dry-run all
+usage_error --namespace Automation_Prod all
+usage_error --timeout
+usage_error --timeout= all
+usage_error --timeout 5 all
+usage_error --timeout=abc all
+usage_error --timeout 0s all
+usage_error --timeout 5m-1s all
+usage_error --bogus all
+usage_error nonexistent
+usage_error all collector
+usage_error collector collector
+
+KUBECTL_FAIL_UNDO=audit-agent rollback all
+check "a failing rollout undo fails the rollback (all tried, not waited for)" 1 "$(
+  calls automation 5m "$ALL" "collector test-watcher api-gateway"
+)" "rollout undo of audit-agent failed"
+
+KUBECTL_FAIL_STATUS=test-watcher rollback all
+check "a failing rollout status fails the rollback (all still tried)" 1 "$(calls automation 5m "$ALL")" \
+  "FAILED: test-watcher in namespace automation"
+
+KUBECTL_FAIL_UNDO=collector rollback --to-revision 3 collector
+check "a failing undo to a named revision exits 1 without waiting" 1 \
+  "rollout undo deployment/collector -n automation --to-revision=3" "FAILED: collector"
 
 echo "rollback: $passed passed, $failed failed"
 [[ $failed == 0 ]] || exit 1

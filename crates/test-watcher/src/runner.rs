@@ -152,7 +152,7 @@ pub async fn run(spec: &RunSpec, cancel: CancellationToken) -> RunOutcome {
             // The working directory was checked above: it is `sh` that is
             // missing, as in an image without a shell (distroless).
             return ended(Ending::FailedToStart(format!(
-                "cannot start the test command: no `sh` on PATH ({error}); \
+                "no `sh` on PATH ({error}); \
                  the test-watcher runs TEST_COMMAND with `sh -c`, so it needs \
                  an image with a shell and the project's toolchain"
             )));

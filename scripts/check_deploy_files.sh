@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The deployment files outside k8s/ (part of `make deploy-check`):
 # Dockerfile.prod with hadolint, the monitoring compose file and the GitHub
-# workflows against their JSON schemas, and scripts/rollback.sh with its
-# stand-in-kubectl test.
+# workflows against their JSON schemas, and scripts/rollback.sh and
+# scripts/deploy_revisions.sh (the deploy workflow's record and rollback of
+# the revisions) with their stand-in-kubectl tests.
 # The tools come from the project's .venv (scripts/install-test-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +29,14 @@ echo "check_deploy_files: workflows against the GitHub workflow schema"
 shellcheck_bin=$(command -v "$VENV/bin/shellcheck" || command -v shellcheck || true)
 if [[ -n $shellcheck_bin ]]; then
   echo "check_deploy_files: shellcheck the rollback scripts"
-  "$shellcheck_bin" scripts/rollback.sh scripts/test_rollback.sh scripts/check_deploy_files.sh
+  "$shellcheck_bin" scripts/rollback.sh scripts/test_rollback.sh scripts/check_deploy_files.sh \
+    scripts/deploy_revisions.sh scripts/test_deploy_revisions.sh
 else
   echo "check_deploy_files: shellcheck not installed, skipped"
 fi
 
 echo "check_deploy_files: scripts/test_rollback.sh"
 ./scripts/test_rollback.sh
+
+echo "check_deploy_files: scripts/test_deploy_revisions.sh"
+./scripts/test_deploy_revisions.sh

@@ -9,8 +9,9 @@
    resource without a schema there fails.
 3. A policy test on both rendered overlays: gRPC probes, resources, security
    fields, shutdown timing, no replicas where an HPA scales, the gateway's
-   rollout within the account's limits, the test-watcher's Recreate strategy
-   and ephemeral storage, the audit-agent's single writer, per-service auth
+   rollout within the account's limits, the test-watcher's Recreate strategy,
+   ephemeral storage where git-sync fills an emptyDir, the audit-agent's
+   single writer, per-service auth
    Secrets and their ExternalSecrets (remote keys of the overlay's own
    environment), NetworkPolicies (egress, operator and gateway clients), no
    plain Secret, and (prod) auth required and pinned image tags.
@@ -501,6 +502,14 @@ def policy(overlay, docs):
                     problems.append(f"{where}: git-sync and {name} do not share /git")
                 if "--root=/git" not in (sidecar.get("args") or []) or "--link=repo" not in (sidecar.get("args") or []):
                     problems.append(f"{where}: git-sync lacks --root=/git --link=repo")
+            # The checkout (and the test-watcher's builds) live in emptyDirs:
+            # the scheduler must know the pod needs that much disk.
+            for c in (main, sidecar or {}):
+                res = c.get("resources") or {}
+                for key in ("requests", "limits"):
+                    if not (res.get(key) or {}).get("ephemeral-storage"):
+                        problems.append(f"{where}: {c.get('name', 'git-sync')} has no ephemeral-storage in {key}"
+                                        " (its emptyDirs hold the checkout)")
         if name == "test-watcher":
             for var in ("CARGO_HOME", "CARGO_TARGET_DIR"):
                 if env.get(var) not in mounts:
@@ -511,10 +520,6 @@ def policy(overlay, docs):
             # One replica: a rolling update would run two builds at once.
             if (spec.get("strategy") or {}).get("type") != "Recreate":
                 problems.append(f"{where}: strategy is not Recreate")
-            res = main.get("resources") or {}
-            for key in ("requests", "limits"):
-                if not (res.get(key) or {}).get("ephemeral-storage"):
-                    problems.append(f"{where}: no ephemeral-storage in {key} (its emptyDirs hold the builds)")
         if name == "api-gateway":
             if not env.get("DEEPSEEK_API_KEY_FILE"):
                 problems.append(f"{where}: no DEEPSEEK_API_KEY_FILE")

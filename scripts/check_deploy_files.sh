@@ -29,8 +29,9 @@ echo "check_deploy_files: workflows against the GitHub workflow schema"
 shellcheck_bin=$(command -v "$VENV/bin/shellcheck" || command -v shellcheck || true)
 if [[ -n $shellcheck_bin ]]; then
   echo "check_deploy_files: shellcheck the rollback scripts"
-  "$shellcheck_bin" scripts/rollback.sh scripts/test_rollback.sh scripts/check_deploy_files.sh \
-    scripts/deploy_revisions.sh scripts/test_deploy_revisions.sh
+  # -x: follow the `source` of scripts/lib.
+  "$shellcheck_bin" -x scripts/rollback.sh scripts/test_rollback.sh scripts/check_deploy_files.sh \
+    scripts/deploy_revisions.sh scripts/test_deploy_revisions.sh scripts/lib/kubectl-stub
 else
   echo "check_deploy_files: shellcheck not installed, skipped"
 fi

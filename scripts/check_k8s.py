@@ -504,11 +504,11 @@ def policy(overlay, docs):
                     problems.append(f"{where}: git-sync lacks --root=/git --link=repo")
             # The checkout (and the test-watcher's builds) live in emptyDirs:
             # the scheduler must know the pod needs that much disk.
-            for c in (main, sidecar or {}):
+            for c in (main, sidecar) if sidecar else (main,):
                 res = c.get("resources") or {}
                 for key in ("requests", "limits"):
                     if not (res.get(key) or {}).get("ephemeral-storage"):
-                        problems.append(f"{where}: {c.get('name', 'git-sync')} has no ephemeral-storage in {key}"
+                        problems.append(f"{where}: {c['name']} has no ephemeral-storage in {key}"
                                         " (its emptyDirs hold the checkout)")
         if name == "test-watcher":
             for var in ("CARGO_HOME", "CARGO_TARGET_DIR"):

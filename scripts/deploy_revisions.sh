@@ -19,22 +19,12 @@ readonly REVISION_JSONPATH='{.metadata.annotations.deployment\.kubernetes\.io/re
 ROLLBACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/rollback.sh"
 readonly ROLLBACK
 
-usage() {
-  # The header comment above, from line 2 to the first line that is not one.
-  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
-}
+# shellcheck source=scripts/lib/cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 
 die_usage() {
   echo "deploy_revisions.sh: $1 (see deploy_revisions.sh --help)" >&2
   exit 2
-}
-
-# The value of an option given as `--opt VALUE` ($2 present) or `--opt=VALUE`.
-option_value() {
-  local option=$1 what=$2
-  shift 2
-  [[ $# -ge 1 && -n $1 ]] || die_usage "$option needs $what"
-  printf '%s' "$1"
 }
 
 # A Deployment name (RFC 1123 subdomain): nothing that breaks NAME=REVISION.
@@ -170,11 +160,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ -n $namespace ]] || die_usage "$command needs --namespace NS"
-# A Kubernetes namespace name (RFC 1123 label); also catches an option
-# taken as the value, as in `--namespace --timeout`.
-if [[ ! $namespace =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ || ${#namespace} -gt 63 ]]; then
-  die_usage "not a namespace name: '$namespace'"
-fi
+require_namespace "$namespace"
 
 if [[ $command == record ]]; then
   [[ -z $timeout ]] || die_usage "--timeout is for restore only"
@@ -187,9 +173,6 @@ if [[ $command == record ]]; then
 else
   [[ ${#deployments[@]} -eq 0 ]] || die_usage "restore reads the recorded NAME=REVISION lines on stdin, not arguments: ${deployments[*]}"
   [[ -n $timeout ]] || die_usage "restore needs --timeout D (each rollback's rollout status)"
-  # As scripts/rollback.sh takes it: h, m and s; not 0, which would wait forever.
-  if [[ ! $timeout =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ || ! $timeout =~ [1-9] ]]; then
-    die_usage "--timeout needs a duration such as 300s, 5m or 1m30s, not '$timeout'"
-  fi
+  require_duration "$timeout"
   restore
 fi

@@ -21,24 +21,13 @@ set -euo pipefail
 
 readonly ALL_DEPLOYMENTS=(collector test-watcher audit-agent api-gateway)
 
-usage() {
-  # The header comment above, from line 2 to the first line that is not one.
-  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
-}
+# shellcheck source=scripts/lib/cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 
 die_usage() {
   echo "rollback.sh: $1" >&2
   echo "usage: rollback.sh [--namespace NS] [--dry-run] [--to-revision N] [--timeout D] (all | DEPLOYMENT...)" >&2
   exit 2
-}
-
-# The value of an option given as `--opt VALUE` ($2 present) or `--opt=VALUE`.
-# An empty value is a usage error in both forms.
-option_value() {
-  local option=$1 what=$2
-  shift 2
-  [[ $# -ge 1 && -n $1 ]] || die_usage "$option needs $what"
-  printf '%s' "$1"
 }
 
 namespace=${NAMESPACE:-automation}
@@ -96,18 +85,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# A Kubernetes namespace name (RFC 1123 label); also catches an option
-# taken as the value, as in `--namespace --dry-run`.
-if [[ ! $namespace =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ || ${#namespace} -gt 63 ]]; then
-  die_usage "not a namespace name: '$namespace'"
-fi
+require_namespace "$namespace"
 if [[ -n $revision && ! $revision =~ ^[1-9][0-9]*$ ]]; then
   die_usage "--to-revision needs a positive revision number, not '$revision'"
 fi
-# Go durations in h, m and s as kubectl takes them; not 0, which would wait forever.
-if [[ ! $timeout =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ || ! $timeout =~ [1-9] ]]; then
-  die_usage "--timeout needs a duration such as 300s, 5m or 1m30s, not '$timeout'"
-fi
+require_duration "$timeout"
 [[ ${#targets[@]} -gt 0 ]] || die_usage "name the deployments to roll back, or 'all'"
 
 deployments=()

@@ -1,72 +1,19 @@
 #!/usr/bin/env bash
 # Tests scripts/deploy_revisions.sh (and through it scripts/rollback.sh)
-# against a stand-in `kubectl`, first on PATH, that appends each call's
-# arguments (one line per call) to $KUBECTL_LOG and serves the revision of
-# Deployment NAME in namespace NS from the file $KUBECTL_CLUSTER/NS/NAME (no
-# file: no such Deployment). `get` of the deployment named by
-# $KUBECTL_FAIL_GET fails, as do `rollout undo` of $KUBECTL_FAIL_UNDO and
-# `rollout status` of $KUBECTL_FAIL_STATUS; $KUBECTL_STATUS_WAITS (below)
-# makes one rollback wait for another.
+# against the stand-in `kubectl` of scripts/lib/kubectl-stub (its cluster,
+# failures and waits are set per case through its environment).
 # Each case checks the exit code, the exact stdout and kubectl calls, and
 # named lines of stderr. Rollbacks run in parallel, so the calls are compared
 # grouped by Deployment, in their order within each. Prints one line per
 # case; exits 1 if any case fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/bin"
-cat >"$work/bin/kubectl" <<'STUB'
-#!/usr/bin/env bash
-set -euo pipefail
-echo "$*" >>"$KUBECTL_LOG"
-if [[ ${1:-} == get && ${2:-} == deployment ]]; then
-  # get deployment NAME -n NS --ignore-not-found -o jsonpath=...
-  if [[ -n ${KUBECTL_FAIL_GET:-} && ${3:-} == "$KUBECTL_FAIL_GET" ]]; then
-    echo "error: Get \"https://cluster/apis/apps/v1/deployments/$3\": connection refused" >&2
-    exit 1
-  fi
-  if [[ ${4:-} == -n && -f $KUBECTL_CLUSTER/${5:-}/${3:-} ]]; then
-    printf '%s' "$(<"$KUBECTL_CLUSTER/$5/$3")"
-  fi
-  exit 0
-fi
-if [[ ${1:-} == rollout && ${2:-} == undo && -n ${KUBECTL_FAIL_UNDO:-} && ${3:-} == "deployment/$KUBECTL_FAIL_UNDO" ]]; then
-  echo "error: unable to find specified revision in history" >&2
-  exit 1
-fi
-# KUBECTL_STATUS_WAITS=A:B: `rollout status` of A waits (up to 10s) for the
-# `rollout undo` of B, which comes only if the two rollbacks run in parallel.
-if [[ ${1:-} == rollout && ${2:-} == status && ${3:-} == "deployment/${KUBECTL_STATUS_WAITS%%:*}" ]]; then
-  for _ in {1..100}; do
-    grep -q "^rollout undo deployment/${KUBECTL_STATUS_WAITS#*:} " "$KUBECTL_LOG" && break
-    sleep 0.1
-  done
-  grep -q "^rollout undo deployment/${KUBECTL_STATUS_WAITS#*:} " "$KUBECTL_LOG" || {
-    echo "error: timed out waiting for the undo of ${KUBECTL_STATUS_WAITS#*:}" >&2
-    exit 1
-  }
-fi
-if [[ ${1:-} == rollout && ${2:-} == status && -n ${KUBECTL_FAIL_STATUS:-} && ${3:-} == "deployment/$KUBECTL_FAIL_STATUS" ]]; then
-  echo "error: deployment \"$KUBECTL_FAIL_STATUS\" exceeded its progress deadline" >&2
-  exit 1
-fi
-exit 0
-STUB
-chmod +x "$work/bin/kubectl"
-
-export PATH="$work/bin:$PATH"
-export KUBECTL_LOG="$work/calls"
-export KUBECTL_CLUSTER="$work/cluster"
-unset NAMESPACE KUBECTL_FAIL_GET KUBECTL_FAIL_UNDO KUBECTL_FAIL_STATUS
-export KUBECTL_STATUS_WAITS=":"
+# shellcheck source=scripts/lib/test_kubectl.sh
+source scripts/lib/test_kubectl.sh
 
 readonly ALL=(collector test-watcher audit-agent api-gateway)
 readonly JSONPATH='{.metadata.annotations.deployment\.kubernetes\.io/revision}'
 
-passed=0
-failed=0
 status=0
 out=""
 err=""
@@ -103,10 +50,6 @@ grouped() {
     sort -s -t $'\t' -k1,1 | cut -f2-
 }
 
-indent() {
-  printf '%s\n' "$1" | sed 's/^/       /'
-}
-
 # check NAME EXIT STDOUT CALLS [STDERR]: the last run exited EXIT, printed
 # exactly STDOUT, made exactly CALLS (one per line) and printed each line of
 # STDERR somewhere on stderr; and $problem (a further finding of the case,
@@ -123,10 +66,9 @@ check() {
     done <<<"$expected_err"
   fi
   if [[ $status == "$expected_status" && $out == "$expected_out" && $calls == "$want" && -z $missing && -z $problem ]]; then
-    echo "ok   $name"
-    passed=$((passed + 1))
+    pass "$name"
   else
-    echo "FAIL $name: exit $status (want $expected_status)"
+    fail "$name" "exit $status (want $expected_status)"
     echo "     stdout:"; indent "$out"
     echo "     want:"; indent "$expected_out"
     echo "     kubectl calls:"; indent "$calls"
@@ -134,7 +76,6 @@ check() {
     [[ -z $missing ]] || { echo "     missing from stderr:"; indent "$missing"; }
     echo "     stderr:"; indent "$err"
     [[ -z $problem ]] || echo "     $problem"
-    failed=$((failed + 1))
   fi
   problem=""
 }
@@ -356,5 +297,4 @@ usage_error restore --namespace automation --timeout 5
 usage_error restore --namespace automation --timeout 5m collector
 usage_error restore --namespace automation --timeout 5m --bogus
 
-echo "deploy_revisions: $passed passed, $failed failed"
-[[ $failed == 0 ]] || exit 1
+summary deploy_revisions

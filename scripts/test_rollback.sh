@@ -1,41 +1,18 @@
 #!/usr/bin/env bash
-# Tests scripts/rollback.sh against a stand-in `kubectl`, first on PATH, that
-# appends each call's arguments (one line per call) to $KUBECTL_LOG, fails
-# `rollout undo` of the deployment named by $KUBECTL_FAIL_UNDO and
-# `rollout status` of the one named by $KUBECTL_FAIL_STATUS.
+# Tests scripts/rollback.sh against the stand-in `kubectl` of
+# scripts/lib/kubectl-stub, which fails `rollout undo` of the deployment
+# named by $KUBECTL_FAIL_UNDO and `rollout status` of the one named by
+# $KUBECTL_FAIL_STATUS.
 # Each case checks the exit code and the exact kubectl calls (and, where
 # named, a piece of the output). Prints one line per case; exits 1 if any
 # case fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/bin"
-cat >"$work/bin/kubectl" <<'STUB'
-#!/usr/bin/env bash
-set -euo pipefail
-echo "$*" >>"$KUBECTL_LOG"
-if [[ ${1:-} == rollout && ${2:-} == undo && -n ${KUBECTL_FAIL_UNDO:-} && ${3:-} == "deployment/$KUBECTL_FAIL_UNDO" ]]; then
-  echo "error: no rollout history found for deployment \"$KUBECTL_FAIL_UNDO\"" >&2
-  exit 1
-fi
-if [[ ${1:-} == rollout && ${2:-} == status && -n ${KUBECTL_FAIL_STATUS:-} && ${3:-} == "deployment/$KUBECTL_FAIL_STATUS" ]]; then
-  echo "error: deployment \"$KUBECTL_FAIL_STATUS\" exceeded its progress deadline" >&2
-  exit 1
-fi
-exit 0
-STUB
-chmod +x "$work/bin/kubectl"
-
-export PATH="$work/bin:$PATH"
-export KUBECTL_LOG="$work/calls"
-unset NAMESPACE KUBECTL_FAIL_UNDO KUBECTL_FAIL_STATUS
+# shellcheck source=scripts/lib/test_kubectl.sh
+source scripts/lib/test_kubectl.sh
 
 readonly ALL="collector test-watcher audit-agent api-gateway"
 
-passed=0
-failed=0
 status=0
 out=""
 
@@ -46,10 +23,6 @@ rollback() {
   out=$(./scripts/rollback.sh "$@" 2>&1) || status=$?
 }
 
-indent() {
-  printf '%s\n' "$1" | sed 's/^/       /'
-}
-
 # check NAME EXIT CALLS [OUTPUT]: the last rollback exited EXIT, made exactly
 # CALLS (one per line) and, if OUTPUT is given, printed it somewhere.
 check() {
@@ -57,15 +30,13 @@ check() {
   local calls
   calls=$(cat "$KUBECTL_LOG")
   if [[ $status == "$expected_status" && $calls == "$expected_calls" && $out == *"$expected_out"* ]]; then
-    echo "ok   $name"
-    passed=$((passed + 1))
+    pass "$name"
   else
-    echo "FAIL $name: exit $status (want $expected_status)"
+    fail "$name" "exit $status (want $expected_status)"
     echo "     kubectl calls:"; indent "$calls"
     echo "     want:"; indent "$expected_calls"
     [[ -z $expected_out ]] || { echo "     want in the output:"; indent "$expected_out"; }
     echo "     output:"; indent "$out"
-    failed=$((failed + 1))
   fi
 }
 
@@ -157,5 +128,4 @@ KUBECTL_FAIL_UNDO=collector rollback --to-revision 3 collector
 check "a failing undo to a named revision exits 1 without waiting" 1 \
   "rollout undo deployment/collector -n automation --to-revision=3" "FAILED: collector"
 
-echo "rollback: $passed passed, $failed failed"
-[[ $failed == 0 ]] || exit 1
+summary rollback

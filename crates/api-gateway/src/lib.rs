@@ -246,6 +246,7 @@ pub async fn run(
         tls: config.tls.clone(),
         shutdown_delay: config.shutdown_delay,
         shutdown_grace: config.shutdown_grace,
+        connections: Default::default(),
     };
     let handles = Handles {
         gateway: Arc::clone(&gateway),

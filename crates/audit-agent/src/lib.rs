@@ -258,6 +258,7 @@ pub async fn run(
         tls: config.tls.clone(),
         shutdown_delay: config.shutdown_delay,
         shutdown_grace: config.shutdown_grace,
+        connections: Default::default(),
     };
     let handles = Handles {
         engine,

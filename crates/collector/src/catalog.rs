@@ -99,10 +99,25 @@ pub enum PushCode {
     Exhausted = 3,
     /// A replay, not applied again.
     Duplicate = 4,
+    /// Over the decoding ceiling: `RESOURCE_EXHAUSTED` before being decoded.
+    TooLarge = 5,
+    /// The token may not push as the batch's source: `PERMISSION_DENIED`.
+    PermissionDenied = 6,
+    /// The body did not arrive in time: `DEADLINE_EXCEEDED`.
+    Timeout = 7,
 }
 
 /// `collector_pushes_total{code}`, in [`PushCode`] order.
-pub const PUSH_CODES: &[&str] = &["ok", "invalid", "unauthenticated", "exhausted", "duplicate"];
+pub const PUSH_CODES: &[&str] = &[
+    "ok",
+    "invalid",
+    "unauthenticated",
+    "exhausted",
+    "duplicate",
+    "too_large",
+    "permission_denied",
+    "timeout",
+];
 /// `collector_events_received_total{event}`, in `event::Payload` order.
 pub const EVENTS: &[&str] = &[
     "heartbeat",

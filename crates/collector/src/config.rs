@@ -59,6 +59,9 @@ pub struct CollectorArgs {
     /// Pushes processed at once; more are answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_CONCURRENT_PUSHES", default_value_t = 1_024)]
     pub max_concurrent_pushes: usize,
+    /// Of those, how many one connection may hold.
+    #[arg(long, env = "MAX_PUSHES_PER_CONNECTION", default_value_t = 16)]
+    pub max_pushes_per_connection: usize,
     /// How long the series of a silent instance stay.
     #[arg(long, env = "IDLE_TIMEOUT", value_parser = parse_duration, default_value = "15m")]
     pub idle_timeout: Duration,

@@ -31,6 +31,7 @@ use automation_health::HealthChecker;
 use automation_proto::v1::{Event, Heartbeat, event::Payload};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::sampler::Sampler;
+use automation_telemetry::serve::connection::ConnectionLimits;
 use automation_telemetry::serve::{Listeners, ServeOptions, serve};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -49,6 +50,10 @@ pub struct Config {
     pub limits: Limits,
     /// Pushes processed at once before `RESOURCE_EXHAUSTED`.
     pub max_concurrent_pushes: usize,
+    /// Of those, how many one connection may hold.
+    pub max_pushes_per_connection: usize,
+    /// What one gRPC connection may hold, and for how long.
+    pub connections: ConnectionLimits,
     /// gRPC bearer tokens.
     pub auth: BearerAuth,
     /// TLS for the gRPC listener.
@@ -71,6 +76,8 @@ impl Config {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             limits: Limits::default(),
             max_concurrent_pushes: 1_024,
+            max_pushes_per_connection: 16,
+            connections: ConnectionLimits::default(),
             auth: BearerAuth::disabled(),
             tls: None,
             sweep_interval: Duration::from_secs(1),
@@ -119,6 +126,7 @@ pub async fn run(
         config.auth.clone(),
         config.limits.max_batch_bytes.saturating_mul(4),
         config.max_concurrent_pushes,
+        config.max_pushes_per_connection,
     ));
     let options = ServeOptions {
         service: "collector".to_owned(),
@@ -126,6 +134,7 @@ pub async fn run(
         tls: config.tls.clone(),
         shutdown_delay: config.shutdown_delay,
         shutdown_grace: config.shutdown_grace,
+        connections: config.connections,
     };
     let handles = Handles {
         state: Arc::clone(&state),

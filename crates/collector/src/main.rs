@@ -19,6 +19,8 @@ async fn main() {
     let mut config = Config::new(&cli.common.instance_name());
     config.limits = cli.collector.limits();
     config.max_concurrent_pushes = cli.collector.max_concurrent_pushes;
+    config.max_pushes_per_connection = cli.collector.max_pushes_per_connection;
+    config.connections = cli.common.connections.limits();
     config.sweep_interval = cli.collector.sweep_interval;
     config.shutdown_delay = cli.common.shutdown_delay;
     config.shutdown_grace = cli.common.shutdown_grace;

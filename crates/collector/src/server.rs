@@ -1,23 +1,26 @@
 //! The collector's network faces: the gRPC `automation.v1.Collector` service
 //! and the HTTP admin router (`/metrics`, `/health`, `/ready`).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use automation_proto::v1::collector_server::{Collector, CollectorServer};
 use automation_proto::v1::{EventBatch, PushResponse};
 use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::serve::connection::peer_of;
 use axum::extract::State as AxumState;
 use axum::http::header;
 use axum::response::IntoResponse;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::catalog::PushCode;
 use crate::render;
@@ -67,14 +70,80 @@ impl tonic::service::Interceptor for CountingAuth {
 }
 
 /// Admission control: at most `permits` pushes are decoded and applied at
-/// once; past that a push is answered `RESOURCE_EXHAUSTED` at once, before
-/// its body is read, so a saturated collector pushes back instead of
-/// piling decoded batches up in memory. Reporters retry with backoff.
+/// once, and one connection holds at most its share of them; past either a
+/// push is answered `RESOURCE_EXHAUSTED` at once, before its body is read,
+/// so a saturated collector pushes back instead of piling decoded batches up
+/// in memory, and one client cannot take every slot. Reporters retry with
+/// backoff. A push whose body does not arrive within the listener's request
+/// body deadline gives its slot back (`DEADLINE_EXCEEDED`).
+///
+/// Answers tonic gives before the push reaches [`CollectorService`] are
+/// made to say what happened and counted: an undecodable body is
+/// `INVALID_ARGUMENT`, a body over the decoding ceiling `RESOURCE_EXHAUSTED`.
 #[derive(Debug, Clone)]
 pub struct Admission<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    gate: Arc<Gate>,
     state: Arc<State>,
+}
+
+/// The permits of [`Admission`]: a ceiling for the collector, a share per connection.
+#[derive(Debug)]
+struct Gate {
+    permits: Arc<Semaphore>,
+    per_connection: usize,
+    /// Pushes in progress per connection (only connections with some).
+    held: Mutex<HashMap<SocketAddr, usize>>,
+}
+
+/// One admitted push; dropping it gives the slot back.
+#[derive(Debug)]
+struct Ticket {
+    _permit: OwnedSemaphorePermit,
+    gate: Arc<Gate>,
+    peer: Option<SocketAddr>,
+}
+
+impl Gate {
+    fn admit(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Ticket, Status> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = peer
+            && held.get(&peer).copied().unwrap_or(0) >= self.per_connection
+        {
+            return Err(Status::resource_exhausted(format!(
+                "this connection has {} pushes in progress, its share of the collector: retry with backoff",
+                self.per_connection
+            )));
+        }
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("collector saturated: retry with backoff"))?;
+        if let Some(peer) = peer {
+            *held.entry(peer).or_insert(0) += 1;
+        }
+        Ok(Ticket {
+            _permit: permit,
+            gate: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut held = self
+            .gate
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&peer);
+            }
+        }
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Admission<S>
@@ -92,21 +161,47 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => {
+        match self.gate.admit(peer_of(&request)) {
+            Ok(ticket) => {
                 let response = self.inner.call(request);
+                let state = Arc::clone(&self.state);
                 Box::pin(async move {
                     let response = response.await;
-                    drop(permit);
-                    response
+                    drop(ticket);
+                    response.map(|response| early_answer(&state, response))
                 })
             }
-            Err(_) => {
+            Err(status) => {
                 self.state.count_push(PushCode::Exhausted);
-                let status = Status::resource_exhausted("collector saturated: retry with backoff");
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }
+    }
+}
+
+/// Answers tonic gave on its own (the service answers only OK and
+/// `INVALID_ARGUMENT`, and counts those itself), said plainly and counted.
+fn early_answer(
+    state: &State,
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    match status.code() {
+        Code::Internal => {
+            state.count_push(PushCode::Invalid);
+            Status::invalid_argument(format!("undecodable batch: {}", status.message())).into_http()
+        }
+        Code::OutOfRange => {
+            state.count_push(PushCode::TooLarge);
+            Status::resource_exhausted(format!("batch too large: {}", status.message())).into_http()
+        }
+        Code::DeadlineExceeded => {
+            state.count_push(PushCode::Timeout);
+            response
+        }
+        _ => response,
     }
 }
 
@@ -117,17 +212,23 @@ impl<S: NamedService> NamedService for Admission<S> {
 /// The service as served: `auth`, admission control, then decoding of
 /// messages up to `max_decoding` bytes (the batch size limit itself is
 /// checked in [`State::push`], so an oversized batch below this ceiling gets
-/// `INVALID_ARGUMENT` naming the problem).
+/// `INVALID_ARGUMENT` naming the problem). At most `max_concurrent` pushes
+/// are in progress at once, `per_connection` of them from one connection.
 pub fn grpc_service(
     state: Arc<State>,
     auth: BearerAuth,
     max_decoding: usize,
     max_concurrent: usize,
+    per_connection: usize,
 ) -> InterceptedService<Admission<CollectorServer<CollectorService>>, CountingAuth> {
     let admission = Admission {
         inner: CollectorServer::new(CollectorService::new(Arc::clone(&state)))
             .max_decoding_message_size(max_decoding),
-        permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        gate: Arc::new(Gate {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            per_connection: per_connection.max(1),
+            held: Mutex::default(),
+        }),
         state: Arc::clone(&state),
     };
     InterceptedService::new(admission, CountingAuth { auth, state })

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::logging::LogFormat;
 use crate::reporter::{MIN_HEARTBEAT_INTERVAL, ReporterConfig};
+use crate::serve::connection::ConnectionLimits;
 
 /// The exit code for a bad configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -36,6 +37,45 @@ pub struct CommonArgs {
     /// After the delay, how long in-flight work may take to drain.
     #[arg(long, env = "SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// What one client connection to the gRPC listener may hold, and for how long.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Requests open at once on one connection (HTTP/2 streams).
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// A new connection that sends nothing for this long is closed.
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", value_parser = parse_interval, default_value = "10s")]
+    pub handshake_timeout: Duration,
+    /// A connection without a request in flight for this long is closed.
+    #[arg(long, env = "CONNECTION_IDLE_TIMEOUT", value_parser = parse_interval, default_value = "5m")]
+    pub connection_idle_timeout: Duration,
+    /// A request body must arrive whole within this, or the request ends DEADLINE_EXCEEDED.
+    #[arg(long, env = "REQUEST_BODY_TIMEOUT", value_parser = parse_interval, default_value = "10s")]
+    pub request_body_timeout: Duration,
+    /// How often an HTTP/2 ping checks that a connection's peer is still there.
+    #[arg(long, env = "KEEPALIVE_INTERVAL", value_parser = parse_interval, default_value = "30s")]
+    pub keepalive_interval: Duration,
+    /// How long the ping's answer may take before the connection is closed.
+    #[arg(long, env = "KEEPALIVE_TIMEOUT", value_parser = parse_interval, default_value = "20s")]
+    pub keepalive_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_concurrent_streams: self.max_concurrent_streams.max(1),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.connection_idle_timeout,
+            request_body_timeout: self.request_body_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+        }
+    }
 }
 
 impl CommonArgs {

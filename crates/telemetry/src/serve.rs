@@ -3,13 +3,18 @@
 //! on the gRPC listener, its admin routes with `/health` and `/ready` on the
 //! HTTP listener, and the graceful shutdown of DESIGN §7: unready at once,
 //! still serving for `shutdown_delay` so load balancers notice, then
-//! draining in-flight work within `shutdown_grace`.
+//! draining in-flight work within `shutdown_grace`. Every gRPC connection is
+//! held to the limits of [`connection`]: silent and idle connections are
+//! closed, request bodies have a deadline, streams per connection a ceiling.
+
+pub mod connection;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use automation_health::HealthChecker;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -17,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::BearerAuth;
+use connection::{ConnectionLimits, Registry, TrackedStream, TrackingLayer};
 
 /// How a service is served.
 #[derive(Debug, Clone)]
@@ -31,6 +37,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// Then how long in-flight work may take.
     pub shutdown_grace: Duration,
+    /// What one gRPC connection may hold, and for how long.
+    pub connections: ConnectionLimits,
 }
 
 impl ServeOptions {
@@ -42,6 +50,7 @@ impl ServeOptions {
             tls: None,
             shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -107,15 +116,27 @@ pub async fn serve(
     let routes = routes
         .add_service(health.grpc_service())
         .add_service(InterceptedService::new(reflection, options.auth.clone()));
-    let mut builder = Server::builder();
+    let limits = options.connections;
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
+    let registry = Registry::default();
+    let tracking = TrackingLayer::new(registry.clone(), limits.request_body_timeout);
+    let incoming = TcpListenerStream::new(listeners.grpc).map(move |accepted| {
+        accepted.map(|stream| {
+            let _ = stream.set_nodelay(true);
+            TrackedStream::new(stream, limits, registry.clone())
+        })
+    });
     let stop = CancellationToken::new();
-    let grpc_server = builder.add_routes(routes).serve_with_incoming_shutdown(
-        TcpListenerStream::new(listeners.grpc),
-        stop.clone().cancelled_owned(),
-    );
+    let grpc_server = builder
+        .layer(tracking)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     let http_server = axum::serve(listeners.http, admin.merge(health.router()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
     let grpc_task = tokio::spawn(grpc_server);

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use automation_proto::v1::{self, event::Payload};
 
-use crate::catalog::{self, id};
+use crate::catalog::{self, id, limits};
 use crate::instance::{Instance, Presence};
 
 /// Why an event was rejected: the `reason` of `collector_events_rejected_total`.
@@ -14,12 +14,16 @@ use crate::instance::{Instance, Presence};
 pub enum Reject {
     /// The event carries no payload (or one this collector does not know).
     NoPayload,
-    /// A duration is negative, NaN or infinite.
+    /// A duration is negative, NaN, infinite or over [`limits::DURATION_SECONDS`].
     InvalidDuration,
     /// Another value is impossible (NaN cost, coverage over 100, …).
     InvalidValue,
     /// A label value is longer than the limit.
     LabelTooLong,
+    /// A value is over its maximum in [`catalog::limits`].
+    ValueTooLarge,
+    /// The event time is malformed or too far in the future.
+    InvalidTime,
 }
 
 impl Reject {
@@ -30,6 +34,8 @@ impl Reject {
             Reject::InvalidDuration => 1,
             Reject::InvalidValue => 2,
             Reject::LabelTooLong => 3,
+            Reject::ValueTooLarge => 4,
+            Reject::InvalidTime => 5,
         }
     }
 }
@@ -50,7 +56,7 @@ pub fn event_index(payload: &Payload) -> usize {
 }
 
 fn duration(v: f64) -> Result<(), Reject> {
-    if v.is_finite() && v >= 0.0 {
+    if v.is_finite() && (0.0..=limits::DURATION_SECONDS).contains(&v) {
         Ok(())
     } else {
         Err(Reject::InvalidDuration)
@@ -69,6 +75,24 @@ fn value(ok: bool) -> Result<(), Reject> {
     }
 }
 
+/// `v` is a number (not NaN or infinite) of at least `min`, and at most `max`.
+fn number(v: f64, min: f64, max: f64) -> Result<(), Reject> {
+    value(v.is_finite() && v >= min)?;
+    at_most(v <= max)
+}
+
+fn at_most(ok: bool) -> Result<(), Reject> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::ValueTooLarge)
+    }
+}
+
+fn counts(values: &[u64], max: u64) -> Result<(), Reject> {
+    at_most(values.iter().all(|v| *v <= max))
+}
+
 fn label(v: &str, max: usize) -> Result<(), Reject> {
     if v.len() <= max {
         Ok(())
@@ -77,28 +101,72 @@ fn label(v: &str, max: usize) -> Result<(), Reject> {
     }
 }
 
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Checks an event without applying anything.
 pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject> {
     let payload = event.payload.as_ref().ok_or(Reject::NoPayload)?;
+    let latest = unix_now() + limits::FUTURE_SECONDS;
+    if let Some(t) = &event.time
+        && (t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) || t.seconds as f64 > latest)
+    {
+        return Err(Reject::InvalidTime);
+    }
     match payload {
         Payload::Heartbeat(h) => {
-            value(h.interval_seconds.is_finite() && h.interval_seconds > 0.0)?;
+            number(
+                h.interval_seconds,
+                f64::MIN_POSITIVE,
+                limits::HEARTBEAT_INTERVAL_SECONDS,
+            )?;
+            counts(&[h.events_dropped_total], limits::CUMULATIVE_COUNT)?;
             if let Some(p) = &h.process {
-                value(p.cpu_seconds_total.is_finite() && p.cpu_seconds_total >= 0.0)?;
-                value(p.start_time_seconds.is_finite() && p.start_time_seconds >= 0.0)?;
+                number(p.cpu_seconds_total, 0.0, limits::CPU_SECONDS)?;
+                number(p.start_time_seconds, 0.0, latest)?;
+                counts(&[p.resident_memory_bytes], limits::BYTES)?;
+                counts(&[p.open_fds], limits::COUNT)?;
+            }
+            if let Some(s) = &h.system {
+                counts(
+                    &[
+                        s.memory_used_bytes,
+                        s.memory_total_bytes,
+                        s.disk_available_bytes,
+                    ],
+                    limits::BYTES,
+                )?;
+            }
+            if let Some(b) = &h.bridge {
+                counts(&[b.pending_tasks, b.active_loops], limits::COUNT)?;
+            }
+            if let Some(w) = &h.watcher {
+                counts(&[w.changed_files_pending], limits::COUNT)?;
             }
             if let Some(g) = &h.gateway {
+                counts(&[g.in_flight_requests], limits::COUNT)?;
                 for b in &g.balances {
                     label(&b.currency, max_label)?;
-                    value(b.amount.is_finite())?;
+                    number(b.amount.abs(), 0.0, limits::BALANCE)?;
                 }
             }
         }
         Payload::FileChanges(f) => {
             opt_duration(f.debounce_seconds)?;
             opt_duration(f.processing_seconds)?;
+            counts(&[f.files_processed, f.changed_files_pending], limits::COUNT)?;
         }
-        Payload::TestRun(t) => duration(t.duration_seconds)?,
+        Payload::TestRun(t) => {
+            duration(t.duration_seconds)?;
+            counts(
+                &[t.tests_passed, t.tests_failed, t.tests_ignored],
+                limits::COUNT,
+            )?;
+            counts(&[t.peak_rss_bytes], limits::BYTES)?;
+        }
         Payload::AuditRun(a) => {
             duration(a.duration_seconds)?;
             for t in &a.analyses {
@@ -107,6 +175,18 @@ pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject>
             if let Some(c) = a.coverage_percent {
                 value((0.0..=100.0).contains(&c))?;
             }
+            counts(
+                &[
+                    a.new_commits,
+                    a.tasks_done,
+                    a.tasks_in_progress,
+                    a.tasks_planned,
+                ],
+                limits::COUNT,
+            )?;
+            for found in &a.newly_completed {
+                counts(&[found.count], limits::COUNT)?;
+            }
         }
         Payload::ApiCall(c) => {
             label(&c.model, max_label)?;
@@ -114,11 +194,23 @@ pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject>
             duration(c.duration_seconds)?;
             opt_duration(c.time_to_first_token_seconds)?;
             if let Some(cost) = c.cost_usd {
-                value(cost.is_finite() && cost >= 0.0)?;
+                number(cost, 0.0, limits::COST_USD)?;
             }
+            counts(
+                &[
+                    c.input_cache_hit_tokens,
+                    c.input_cache_miss_tokens,
+                    c.output_tokens,
+                    c.in_flight_requests,
+                ],
+                limits::COUNT,
+            )?;
             value(c.reasoning_tokens <= c.output_tokens)?;
         }
-        Payload::BridgeCall(b) => duration(b.duration_seconds)?,
+        Payload::BridgeCall(b) => {
+            duration(b.duration_seconds)?;
+            counts(&[b.pending_tasks, b.active_loops], limits::COUNT)?;
+        }
         Payload::Error(e) => {
             label(&e.kind, max_label)?;
             label(&e.model, max_label)?;
@@ -129,18 +221,14 @@ pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject>
     Ok(payload)
 }
 
-/// Unix seconds of the event, or now when it carries no time.
+/// Unix seconds of the event (checked by [`validate`]), or now when it carries no time.
 fn event_time(event: &v1::Event) -> f64 {
     event
         .time
         .as_ref()
-        .filter(|t| t.seconds > 0 && (0..1_000_000_000).contains(&t.nanos))
+        .filter(|t| t.seconds > 0)
         .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        })
+        .unwrap_or_else(unix_now)
 }
 
 fn non_empty(v: &str) -> &str {
@@ -161,8 +249,7 @@ pub fn apply(
         Payload::Heartbeat(h) => {
             {
                 let mut live = inst.liveness();
-                live.interval =
-                    std::time::Duration::from_secs_f64(h.interval_seconds.min(86_400.0));
+                live.interval = std::time::Duration::from_secs_f64(h.interval_seconds);
             }
             let mut incarnations = inst.incarnations();
             let state = incarnations.entry(incarnation).or_default();

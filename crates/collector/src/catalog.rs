@@ -136,6 +136,82 @@ pub const REJECT_REASONS: &[&str] = &[
     "invalid_duration",
     "invalid_value",
     "label_too_long",
+    "value_too_large",
+    "invalid_time",
+];
+
+/// The largest values one event may carry. Nothing real comes near them;
+/// an event over one is rejected (`value_too_large`, or `invalid_time` for
+/// a time in the future) rather than wrapping a counter or skewing a sum.
+pub mod limits {
+    /// Any duration (seconds): one week.
+    pub const DURATION_SECONDS: f64 = 7.0 * 86_400.0;
+    /// A heartbeat's own interval (seconds): one hour.
+    pub const HEARTBEAT_INTERVAL_SECONDS: f64 = 3_600.0;
+    /// A count carried by one event (tests, files, commits, markers, tasks,
+    /// tokens) or a current count (open files, pending tasks, requests).
+    pub const COUNT: u64 = 1_000_000_000;
+    /// A cumulative count a heartbeat carries (events dropped).
+    pub const CUMULATIVE_COUNT: u64 = 1_000_000_000_000_000;
+    /// Bytes (memory, disk): 1 PiB.
+    pub const BYTES: u64 = 1 << 50;
+    /// A process's CPU time (seconds): about 3,000 core-years.
+    pub const CPU_SECONDS: f64 = 1e11;
+    /// The cost of one API request (USD).
+    pub const COST_USD: f64 = 10_000.0;
+    /// An account balance, either sign.
+    pub const BALANCE: f64 = 1e12;
+    /// How far in the future an event time or a start time may be (seconds).
+    pub const FUTURE_SECONDS: f64 = 86_400.0;
+}
+
+/// One entry of the printed limits.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ValueLimit {
+    /// The fields it bounds.
+    pub applies_to: &'static str,
+    /// The largest accepted value.
+    pub max: f64,
+}
+
+/// [`limits`], as `collector catalog` prints them.
+pub const VALUE_LIMITS: &[ValueLimit] = &[
+    ValueLimit {
+        applies_to: "every duration (seconds)",
+        max: limits::DURATION_SECONDS,
+    },
+    ValueLimit {
+        applies_to: "heartbeat interval_seconds",
+        max: limits::HEARTBEAT_INTERVAL_SECONDS,
+    },
+    ValueLimit {
+        applies_to: "counts in one event and current counts",
+        max: limits::COUNT as f64,
+    },
+    ValueLimit {
+        applies_to: "heartbeat events_dropped_total",
+        max: limits::CUMULATIVE_COUNT as f64,
+    },
+    ValueLimit {
+        applies_to: "bytes (memory, disk)",
+        max: limits::BYTES as f64,
+    },
+    ValueLimit {
+        applies_to: "process cpu_seconds_total",
+        max: limits::CPU_SECONDS,
+    },
+    ValueLimit {
+        applies_to: "api call cost_usd",
+        max: limits::COST_USD,
+    },
+    ValueLimit {
+        applies_to: "balance amount (absolute)",
+        max: limits::BALANCE,
+    },
+    ValueLimit {
+        applies_to: "event time and process start time, seconds past now",
+        max: limits::FUTURE_SECONDS,
+    },
 ];
 
 const fn fixed(name: &'static str, values: &'static [&'static str]) -> Label {
@@ -628,11 +704,13 @@ pub fn to_json() -> String {
         common_labels: [&'static str; 2],
         components: &'static [&'static str],
         metrics: &'static [MetricDef],
+        event_limits: &'static [ValueLimit],
     }
     serde_json::to_string_pretty(&Catalog {
         common_labels: COMMON_LABELS,
         components: COMPONENTS,
         metrics: METRICS,
+        event_limits: VALUE_LIMITS,
     })
     .expect("the catalog is plain data")
 }

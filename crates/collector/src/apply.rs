@@ -342,9 +342,9 @@ pub fn apply(
                     m.coverage
                         .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
                         .set(pct);
-                    inst.show(coverage, "");
+                    inst.show(coverage);
                 }
-                None => inst.hide(coverage, ""),
+                None => inst.hide(coverage),
             }
             m.tasks.nth(0).set(a.tasks_done as f64);
             m.tasks.nth(1).set(a.tasks_in_progress as f64);

@@ -71,7 +71,7 @@ impl Series {
     ) -> Self {
         let mut builder = PrometheusBuilder::new()
             .add_global_label("component", component)
-            .add_global_label("component_instance", instance);
+            .add_global_label("component_instance", exposable(instance));
         for m in METRICS.iter().filter(|m| m.kind == Kind::Histogram) {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(m.name.to_owned()), m.buckets)
@@ -103,7 +103,7 @@ impl Series {
         self.guard.add(id, 1);
         let labels: Vec<Label> = labels
             .iter()
-            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .map(|(k, v)| Label::new(*k, exposable(v)))
             .collect();
         H::register(&self.recorder, &Key::from_parts(METRICS[id].name, labels))
     }
@@ -129,6 +129,16 @@ impl Drop for Series {
             self.guard.remove(id, count.load(Ordering::Relaxed));
         }
     }
+}
+
+/// A label value as the exporter must be given it to write it correctly.
+///
+/// The exporter escapes `"` and line feeds, but takes a backslash followed
+/// by another character as an escape already made, so `pod\"1` and `pod"1`
+/// would both come out as `pod\"1` and Prometheus would see one series for
+/// two instances. Doubling every backslash first makes its output exact.
+pub fn exposable(value: &str) -> String {
+    value.replace('\\', "\\\\")
 }
 
 /// The series of one metric with one fixed label, known values registered up
@@ -248,7 +258,6 @@ impl<V: Clone> Free<V> {
 pub struct CommonMetrics {
     pub up: Gauge,
     pub stopped: Gauge,
-    pub info: Free<Gauge>,
     pub rss: Gauge,
     pub cpu: Counter,
     pub fds: Gauge,
@@ -270,7 +279,6 @@ impl CommonMetrics {
         Self {
             up: s.register(id::UP, &[]),
             stopped: s.register(id::STOPPED, &[]),
-            info: Free::new(id::INFO, 1),
             rss: s.register(id::PROC_RSS, &[]),
             cpu: s.register(id::PROC_CPU, &[]),
             fds: s.register(id::PROC_FDS, &[]),
@@ -490,9 +498,8 @@ pub struct Instance {
     collector: OnceLock<CollectorMetrics>,
     pub liveness: Mutex<Liveness>,
     pub incarnations: Mutex<HashMap<u64, Incarnation>>,
-    /// Series left out of `/metrics` (the exporter cannot delete one):
-    /// (metric name, a fragment its labels contain).
-    hidden: Mutex<Vec<(&'static str, String)>>,
+    /// Metrics left out of `/metrics` (the exporter cannot delete a series).
+    hidden: Mutex<Vec<&'static str>>,
 }
 
 /// The heartbeat interval assumed until an instance's first heartbeat says
@@ -583,70 +590,78 @@ impl Instance {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Leaves the series of `metric` whose labels contain `fragment` out of
-    /// `/metrics` until shown again.
-    pub fn hide(&self, metric: &'static str, fragment: &str) {
+    /// Leaves the series of `metric` out of `/metrics` until shown again.
+    pub fn hide(&self, metric: &'static str) {
         let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
-        if !hidden.iter().any(|(m, f)| *m == metric && f == fragment) {
-            hidden.push((metric, fragment.to_owned()));
+        if !hidden.contains(&metric) {
+            hidden.push(metric);
         }
     }
 
     /// Undoes [`Instance::hide`].
-    pub fn show(&self, metric: &'static str, fragment: &str) {
+    pub fn show(&self, metric: &'static str) {
         let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
-        hidden.retain(|(m, f)| !(*m == metric && f == fragment));
+        hidden.retain(|m| *m != metric);
     }
 
-    /// This instance's exposition text, without its hidden series.
+    /// This instance's exposition text, without its hidden series, and
+    /// its `automation_component_info` series for the current version.
     pub fn render(&self) -> String {
-        let text = self.series.handle().render();
+        let mut text = self.series.handle().render();
         let hidden = self
             .hidden
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if hidden.is_empty() {
-            return text;
-        }
-        let mut kept = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let drop = hidden.iter().any(|(metric, fragment)| {
-                line.strip_prefix(metric).is_some_and(|rest| {
-                    rest.starts_with(['{', ' ']) && rest.contains(fragment.as_str())
-                })
-            });
-            if !drop {
-                kept.push_str(line);
+        if !hidden.is_empty() {
+            let mut kept = String::with_capacity(text.len());
+            for line in text.split_inclusive('\n') {
+                let drop = hidden.iter().any(|metric| {
+                    line.strip_prefix(metric)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                });
+                if !drop {
+                    kept.push_str(line);
+                }
             }
+            text = kept;
         }
-        kept
+        self.render_info(&mut text);
+        text
     }
 
-    /// Records `version` in `automation_component_info`; the series of a
-    /// previous version leaves `/metrics`.
-    pub fn set_version(&self, version: &str) {
-        let mut live = self.liveness();
-        if live.version == version {
+    /// `automation_component_info` is written here rather than kept in the
+    /// recorder: the exporter cannot delete a series, so every version an
+    /// instance ever reported would stay in memory and in each render.
+    fn render_info(&self, out: &mut String) {
+        let version = self.liveness().version.clone();
+        if version.is_empty() {
             return;
         }
-        if !live.version.is_empty() {
-            self.hide(METRICS[id::INFO].name, &version_fragment(&live.version));
+        let info = &METRICS[id::INFO];
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{component=\"{component}\",component_instance=\"{instance}\",version=\"{version}\"}} 1\n\n",
+            name = info.name,
+            help = info.help,
+            component = escaped(self.component),
+            instance = escaped(&self.name),
+            version = escaped(&version),
+        ));
+    }
+
+    /// Records `version` in `automation_component_info`.
+    pub fn set_version(&self, version: &str) {
+        let mut live = self.liveness();
+        if live.version != version {
+            live.version = version.to_owned();
         }
-        let gauge = self.common.info.get(&self.series, version, |v| {
-            self.series.register(id::INFO, &[("version", v)])
-        });
-        gauge.set(1.0);
-        self.show(METRICS[id::INFO].name, &version_fragment(version));
-        live.version = version.to_owned();
     }
 }
 
-/// `version="…"` as the exporter writes the label.
-fn version_fragment(version: &str) -> String {
-    let escaped = version
+/// A label value escaped for the text format.
+fn escaped(value: &str) -> String {
+    value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    format!("version=\"{escaped}\"")
+        .replace('\n', "\\n")
 }

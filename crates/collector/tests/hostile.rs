@@ -122,3 +122,164 @@ async fn impossible_numbers_are_rejected_with_a_reason_and_counters_never_go_bac
             .any(|l| l["max"] == catalog::limits::COUNT as f64)
     );
 }
+
+/// A real Prometheus (Debian package `prometheus`) scraping one target every 200 ms.
+struct Prometheus {
+    child: std::process::Child,
+    web: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target: std::net::SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 200ms\nscrape_configs:\n  - job_name: collector\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let web = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is needed (Debian package prometheus; `make test` installs it)");
+        Self {
+            child,
+            web,
+            _dir: dir,
+        }
+    }
+
+    /// The result vector of an instant query (empty while Prometheus starts).
+    async fn query(&self, query: &str) -> Vec<serde_json::Value> {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(self.web).await else {
+            return Vec::new();
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "GET /api/v1/query?query={query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.web
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        let _ = stream.read_to_string(&mut raw).await;
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn label_values_that_differ_only_in_escaping_stay_apart_in_a_real_prometheus() {
+    let collector = TestCollector::start(config()).await;
+    let mut client = collector.client().await;
+    let names = [
+        r#"pod"1"#,
+        r#"pod\"1"#,
+        r"pod\1",
+        r"pod\\1",
+        "pod\\n1",
+        "pod\n1",
+        r"pod1\",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        client
+            .push(batch(
+                source("test-watcher", name, i as u64 + 1),
+                1,
+                vec![heartbeat(60.0)],
+            ))
+            .await
+            .unwrap();
+    }
+    // The collector's own reading of its exposition keeps them apart.
+    let m = collector.metrics().await;
+    for name in names {
+        assert_eq!(
+            m.value(
+                "automation_component_up",
+                &[("component", "test-watcher"), ("component_instance", name)]
+            ),
+            1.0,
+            "{name:?}"
+        );
+    }
+
+    let prometheus = Prometheus::scraping(collector.http);
+    let seen =
+        automation_collector::testing::within("Prometheus to scrape every instance", async {
+            loop {
+                let result = prometheus.query("automation_component_up").await;
+                let mut instances: Vec<String> = result
+                    .iter()
+                    .filter(|s| s["metric"]["component"] == "test-watcher")
+                    .filter_map(|s| {
+                        s["metric"]["component_instance"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                if !instances.is_empty() {
+                    instances.sort();
+                    return instances;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_churn_of_versions_keeps_only_the_current_one() {
+    let mut config = config();
+    config.limits.max_series_per_metric = 20;
+    let collector = TestCollector::start(config).await;
+    let mut client = collector.client().await;
+    for n in 1..=60u64 {
+        let mut source = source("audit-agent", "aa", 1);
+        source.version = format!("1.0.{n}");
+        client
+            .push(batch(source, n, vec![heartbeat(10.0)]))
+            .await
+            .unwrap();
+    }
+    let m = collector.metrics().await;
+    let versions: Vec<&str> = m
+        .matching("automation_component_info", &[("component_instance", "aa")])
+        .map(|(labels, _)| labels["version"].as_str())
+        .collect();
+    assert_eq!(versions, vec!["1.0.60"]);
+    assert!(
+        !m.has(
+            "collector_series_limited_total",
+            &[("metric", "automation_component_info")]
+        ),
+        "old versions took no room"
+    );
+    assert!(collector.handles.state.series_count(catalog::id::INFO) <= 2);
+}

@@ -364,6 +364,8 @@ pub mod id {
     pub const COL_REJECTED: usize = 54;
     pub const COL_LIMITED: usize = 55;
     pub const COL_PUSH_DURATION: usize = 56;
+    pub const COL_WINDOWS_EVICTED: usize = 57;
+    pub const COL_INSTANCES_EVICTED: usize = 58;
 }
 
 /// Every metric, in the order of [`id`].
@@ -695,6 +697,16 @@ pub static METRICS: &[MetricDef] = &[
         NONE,
         B_50US_1S,
     ),
+    counter(
+        "collector_replay_windows_evicted_total",
+        "Replay windows of old reporter incarnations forgotten to keep the newest few per instance.",
+        NONE,
+    ),
+    counter(
+        "collector_instances_evicted_total",
+        "Silent instances forgotten early to make room for a new one under the instance limit.",
+        NONE,
+    ),
 ];
 
 /// The catalog as pretty JSON, for `collector catalog`.
@@ -750,11 +762,15 @@ mod tests {
             (id::UP, "automation_component_up"),
             (id::INFO, "automation_component_info"),
             (id::COL_PUSH_DURATION, "collector_push_duration_seconds"),
+            (
+                id::COL_INSTANCES_EVICTED,
+                "collector_instances_evicted_total",
+            ),
         ];
         for (i, name) in expect {
             assert_eq!(METRICS[i].name, name);
         }
-        assert_eq!(METRICS.len(), id::COL_PUSH_DURATION + 1);
+        assert_eq!(METRICS.len(), id::COL_INSTANCES_EVICTED + 1);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct CollectorArgs {
     /// How long replay windows outlive a silent reporter's series.
     #[arg(long, env = "DEDUP_MEMORY", value_parser = parse_duration, default_value = "6h")]
     pub dedup_memory: Duration,
+    /// Replay windows kept per instance (its newest incarnations).
+    #[arg(long, env = "MAX_INCARNATIONS", default_value_t = 8)]
+    pub max_incarnations: usize,
     /// How often silent instances are looked for.
     #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_interval, default_value = "1s")]
     pub sweep_interval: Duration,
@@ -88,6 +91,7 @@ impl CollectorArgs {
             idle_timeout: self.idle_timeout,
             stopped_linger: self.stopped_linger,
             dedup_memory: self.dedup_memory,
+            max_incarnations: self.max_incarnations,
         }
     }
 }

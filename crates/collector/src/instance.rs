@@ -435,6 +435,8 @@ pub struct CollectorMetrics {
     pub rejected: Fixed<Counter>,
     pub limited: Vec<OnceLock<Counter>>,
     pub push_duration: Histogram,
+    pub windows_evicted: Counter,
+    pub instances_evicted: Counter,
 }
 
 impl CollectorMetrics {
@@ -445,6 +447,8 @@ impl CollectorMetrics {
             rejected: Fixed::new(s, id::COL_REJECTED, &[]),
             limited: METRICS.iter().map(|_| OnceLock::new()).collect(),
             push_duration: s.register(id::COL_PUSH_DURATION, &[]),
+            windows_evicted: s.register(id::COL_WINDOWS_EVICTED, &[]),
+            instances_evicted: s.register(id::COL_INSTANCES_EVICTED, &[]),
         }
     }
 }

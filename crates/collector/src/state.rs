@@ -35,6 +35,9 @@ pub struct Limits {
     /// cut off for longer than the idle timeout still must not have its
     /// replays counted twice.
     pub dedup_memory: Duration,
+    /// Replay windows kept per instance: its newest incarnations (a
+    /// restart makes a new one; only the last few can still be retrying).
+    pub max_incarnations: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(15 * 60),
             stopped_linger: Duration::from_secs(5 * 60),
             dedup_memory: Duration::from_secs(6 * 60 * 60),
+            max_incarnations: 8,
         }
     }
 }
@@ -85,6 +89,46 @@ type Instances = RwLock<Component>;
 
 /// Replay windows of forgotten instances, by (component index, name).
 type Retired = HashMap<(usize, String), (Instant, HashMap<u64, Incarnation>)>;
+
+/// Drops the least recently seen incarnations until `keep` are left;
+/// returns how many went.
+fn keep_newest(incarnations: &mut HashMap<u64, Incarnation>, keep: usize) -> u64 {
+    let mut evicted = 0;
+    while incarnations.len() > keep {
+        let oldest = incarnations
+            .iter()
+            .min_by_key(|(_, inc)| inc.last_seen)
+            .map(|(id, _)| *id);
+        match oldest {
+            Some(id) => {
+                incarnations.remove(&id);
+                evicted += 1;
+            }
+            None => break,
+        }
+    }
+    evicted
+}
+
+/// Drops the longest-retired entries until at most `max` are left; returns
+/// how many replay windows went with them.
+fn cap_retired(retired: &mut Retired, max: usize) -> u64 {
+    if retired.len() <= max {
+        return 0;
+    }
+    let mut by_age: Vec<(Instant, (usize, String))> = retired
+        .iter()
+        .map(|(key, (since, _))| (*since, key.clone()))
+        .collect();
+    by_age.sort_unstable_by_key(|(since, _)| *since);
+    let excess = retired.len() - max;
+    by_age
+        .into_iter()
+        .take(excess)
+        .filter_map(|(_, key)| retired.remove(&key))
+        .map(|(_, windows)| windows.len() as u64)
+        .sum()
+}
 
 /// Names folded into `other` remembered per component, at most.
 const MAX_FOLDED: usize = 100_000;
@@ -302,6 +346,13 @@ impl State {
         let inst = self.instance(source, now);
         {
             let mut incarnations = inst.incarnations();
+            if !incarnations.contains_key(&source.incarnation) {
+                let room = self.limits.max_incarnations.max(1) - 1;
+                let evicted = keep_newest(&mut incarnations, room);
+                if evicted > 0 {
+                    own.windows_evicted.increment(evicted);
+                }
+            }
             let state = incarnations.entry(source.incarnation).or_default();
             state.last_seen = Some(now);
             if !state.window.check_and_mark(batch.sequence) {
@@ -418,13 +469,22 @@ impl State {
                 }
             }
         }
-        self.retired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (_, incarnations)| {
-                incarnations.retain(|_, inc| fresh(inc));
-                !incarnations.is_empty()
-            });
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        retired.retain(|_, (_, incarnations)| {
+            incarnations.retain(|_, inc| fresh(inc));
+            !incarnations.is_empty()
+        });
+        let evicted = cap_retired(&mut retired, self.max_retired());
+        if evicted > 0 {
+            self.own.collector().windows_evicted.increment(evicted);
+        }
+    }
+
+    /// Forgotten instances whose replay windows are kept, at most.
+    fn max_retired(&self) -> usize {
+        self.limits
+            .max_instances
+            .saturating_mul(COMPONENTS.len() + 1)
     }
 
     /// Every instance, the collector's own first.

@@ -283,3 +283,42 @@ async fn a_churn_of_versions_keeps_only_the_current_one() {
     );
     assert!(collector.handles.state.series_count(catalog::id::INFO) <= 2);
 }
+
+#[tokio::test]
+async fn new_incarnations_keep_only_the_newest_replay_windows() {
+    let mut config = config();
+    config.limits.max_incarnations = 4;
+    let collector = TestCollector::start(config).await;
+    let mut client = collector.client().await;
+    for incarnation in 1..=100u64 {
+        let answer = client
+            .push(batch(
+                source("test-watcher", "tw", incarnation),
+                1,
+                vec![heartbeat(10.0)],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!answer.duplicate, "a new incarnation is never a duplicate");
+    }
+    let m = collector.metrics().await;
+    assert_eq!(
+        m.value("collector_replay_windows_evicted_total", &[]),
+        96.0,
+        "100 incarnations, 4 kept"
+    );
+    // The newest still recognise their replays.
+    for incarnation in 97..=100u64 {
+        let replay = client
+            .push(batch(
+                source("test-watcher", "tw", incarnation),
+                1,
+                vec![heartbeat(10.0)],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(replay.duplicate, "incarnation {incarnation}");
+    }
+}

@@ -71,6 +71,10 @@ pub struct CollectorArgs {
     /// How long replay windows outlive a silent reporter's series.
     #[arg(long, env = "DEDUP_MEMORY", value_parser = parse_duration, default_value = "6h")]
     pub dedup_memory: Duration,
+    /// The longest an instance counts as up without a batch, whatever
+    /// heartbeat interval it claims.
+    #[arg(long, env = "MAX_SILENCE", value_parser = parse_interval, default_value = "10m")]
+    pub max_silence: Duration,
     /// Replay windows kept per instance (its newest incarnations).
     #[arg(long, env = "MAX_INCARNATIONS", default_value_t = 8)]
     pub max_incarnations: usize,
@@ -92,6 +96,7 @@ impl CollectorArgs {
             stopped_linger: self.stopped_linger,
             dedup_memory: self.dedup_memory,
             max_incarnations: self.max_incarnations,
+            max_silence: self.max_silence,
         }
     }
 }

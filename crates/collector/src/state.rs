@@ -2,6 +2,7 @@
 //! and the upkeep that marks silent instances down and forgets idle ones.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,10 @@ pub struct Limits {
     /// cut off for longer than the idle timeout still must not have its
     /// replays counted twice.
     pub dedup_memory: Duration,
+    /// The longest an instance counts as up without being heard from,
+    /// whatever heartbeat interval it claims (it is down after three
+    /// intervals, or this, whichever is sooner).
+    pub max_silence: Duration,
     /// Replay windows kept per instance: its newest incarnations (a
     /// restart makes a new one; only the last few can still be retrying).
     pub max_incarnations: usize,
@@ -52,6 +57,7 @@ impl Default for Limits {
             stopped_linger: Duration::from_secs(5 * 60),
             dedup_memory: Duration::from_secs(6 * 60 * 60),
             max_incarnations: 8,
+            max_silence: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -66,23 +72,15 @@ pub enum Outcome {
 }
 
 /// The instances of one component, and the names folded into `other`
-/// because the component had `max_instances` already.
+/// because the component had `max_instances` already, all of them up.
 #[derive(Debug, Default)]
 struct Component {
     instances: HashMap<String, Arc<Instance>>,
     folded: HashSet<String>,
-}
-
-impl Component {
-    fn find(&self, name: &str) -> Option<&Arc<Instance>> {
-        self.instances.get(name).or_else(|| {
-            if self.folded.contains(name) {
-                self.instances.get(OTHER)
-            } else {
-                None
-            }
-        })
-    }
+    /// Set when the component was found full of live instances; cleared by
+    /// the sweep once one of them is down or stopped, so folded names look
+    /// for room again only when there may be some.
+    full: AtomicBool,
 }
 
 type Instances = RwLock<Component>;
@@ -278,27 +276,42 @@ impl State {
     /// The instance a source reports as, created (with its known series at
     /// 0) on first sight, and marked alive while the component's map is
     /// locked, so a concurrent sweep cannot forget it between lookup and use.
+    /// When the component has `max_instances` already, the longest-silent of
+    /// those that are down or stopped makes room; when all are up, the new
+    /// name is folded into `other` until there is room again.
     fn instance(&self, source: &v1::Source, now: Instant) -> Arc<Instance> {
         let index = component_index(&source.service);
         let map = &self.instances[index];
         {
             let read = map.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(found) = read.find(&source.instance) {
+            let found = read.instances.get(&source.instance).or_else(|| {
+                let waiting =
+                    read.full.load(Ordering::Acquire) && read.folded.contains(&source.instance);
+                waiting.then(|| read.instances.get(OTHER)).flatten()
+            });
+            if let Some(found) = found {
                 self.alive(found, now);
                 return Arc::clone(found);
             }
         }
         let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = write.find(&source.instance) {
+        if let Some(found) = write.instances.get(&source.instance) {
             self.alive(found, now);
             return Arc::clone(found);
         }
-        let name = if write.instances.len() < self.limits.max_instances {
+        let room =
+            write.instances.len() < self.limits.max_instances || self.evict(&mut write, index, now);
+        let name = if room {
+            write.folded.remove(&source.instance);
             source.instance.as_str()
         } else {
-            self.count_limited(id::UP);
-            if write.folded.len() < MAX_FOLDED {
-                write.folded.insert(source.instance.clone());
+            write.full.store(true, Ordering::Release);
+            let counted = write.folded.contains(&source.instance);
+            if !counted {
+                self.count_limited(id::UP);
+                if write.folded.len() < MAX_FOLDED {
+                    write.folded.insert(source.instance.clone());
+                }
             }
             OTHER
         };
@@ -331,6 +344,39 @@ impl State {
             });
         self.alive(instance, now);
         Arc::clone(instance)
+    }
+
+    /// Forgets the longest-silent instance of `component` that is down or
+    /// stopped, keeping its replay windows; `false` when every one is up.
+    fn evict(&self, component: &mut Component, index: usize, now: Instant) -> bool {
+        let victim = component
+            .instances
+            .iter()
+            .filter_map(|(name, inst)| {
+                let live = inst.liveness();
+                (live.presence != Presence::Up).then(|| (live.last_seen, name.clone()))
+            })
+            .min();
+        let Some((_, name)) = victim else {
+            return false;
+        };
+        if let Some(inst) = component.instances.remove(&name) {
+            tracing::info!(instance = %name, "forgetting a silent instance to make room for a new one");
+            self.retire(index, name, &inst, now);
+            self.own.collector().instances_evicted.increment(1);
+        }
+        true
+    }
+
+    /// Keeps the replay windows of a forgotten instance.
+    fn retire(&self, index: usize, name: String, inst: &Instance, now: Instant) {
+        let incarnations = std::mem::take(&mut *inst.incarnations());
+        if !incarnations.is_empty() {
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((index, name), (now, incarnations));
+        }
     }
 
     /// Applies a batch: refused whole when malformed, answered as a duplicate
@@ -423,16 +469,12 @@ impl State {
         };
         for (index, map) in self.instances.iter().enumerate() {
             let mut forget = Vec::new();
-            for (name, inst) in map
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .instances
-                .iter()
-            {
+            let read = map.read().unwrap_or_else(PoisonError::into_inner);
+            for (name, inst) in read.instances.iter() {
                 let mut live = inst.liveness();
                 let silent = now.saturating_duration_since(live.last_seen);
                 match live.presence {
-                    Presence::Up if silent > live.interval * 3 => {
+                    Presence::Up if silent > (live.interval * 3).min(self.limits.max_silence) => {
                         tracing::warn!(component = inst.component, instance = %name, ?silent, "instance down");
                         live.presence = Presence::Down { since: now };
                         inst.common.up.set(0.0);
@@ -447,12 +489,15 @@ impl State {
                     }
                     _ => {}
                 }
+                if live.presence != Presence::Up {
+                    read.full.store(false, Ordering::Release);
+                }
                 drop(live);
                 inst.incarnations().retain(|_, inc| fresh(inc));
             }
+            drop(read);
             if !forget.is_empty() {
                 let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
-                let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
                 for name in forget {
                     // A batch may have revived it since the read pass.
                     let still_gone = write
@@ -461,10 +506,7 @@ impl State {
                         .is_some_and(|inst| inst.liveness().presence != Presence::Up);
                     if still_gone && let Some(inst) = write.instances.remove(&name) {
                         tracing::info!(instance = %name, "forgetting idle instance and its series");
-                        let incarnations = std::mem::take(&mut *inst.incarnations());
-                        if !incarnations.is_empty() {
-                            retired.insert((index, name), (now, incarnations));
-                        }
+                        self.retire(index, name, &inst, now);
                     }
                 }
             }

@@ -322,3 +322,63 @@ async fn new_incarnations_keep_only_the_newest_replay_windows() {
         assert!(replay.duplicate, "incarnation {incarnation}");
     }
 }
+
+#[tokio::test]
+async fn junk_instances_make_way_for_live_ones() {
+    let mut config = config();
+    config.limits.max_instances = 5;
+    config.limits.max_silence = Duration::from_millis(500);
+    let collector = TestCollector::start(config).await;
+    let mut client = collector.client().await;
+    // Junk fills the budget, each claiming an hour between heartbeats.
+    for n in 0..5u64 {
+        client
+            .push(batch(
+                source("test-watcher", &format!("junk-{n}"), 1),
+                1,
+                vec![heartbeat(3_600.0)],
+            ))
+            .await
+            .unwrap();
+    }
+    let live = |sequence| {
+        batch(
+            source("test-watcher", "pod-live", 9),
+            sequence,
+            vec![heartbeat(0.2)],
+        )
+    };
+    client.push(live(1)).await.unwrap();
+    let m = collector.metrics().await;
+    assert!(
+        !m.has(
+            "automation_component_up",
+            &[("component_instance", "pod-live")]
+        ),
+        "folded into other while every junk instance counts as up"
+    );
+
+    // The junk goes quiet: down after the longest silence allowed, however
+    // long its interval, and the live pod, still pushing, gets its own series.
+    let m = automation_collector::testing::within("the live pod's own series", async {
+        let mut sequence = 2;
+        loop {
+            client.push(live(sequence)).await.unwrap();
+            sequence += 1;
+            let m = collector.metrics().await;
+            let own = [("component_instance", "pod-live")];
+            if m.get("automation_component_up", &own) == Some(1.0) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(m.value("collector_instances_evicted_total", &[]) >= 1.0);
+    let junk_up: f64 = m
+        .matching("automation_component_up", &[("component", "test-watcher")])
+        .filter(|(labels, _)| labels["component_instance"].starts_with("junk-"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(junk_up, 0.0, "junk is down, not up for its claimed hour");
+}

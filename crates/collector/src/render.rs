@@ -16,6 +16,7 @@ struct Family<'a> {
 /// The Prometheus text exposition of every instance's series. Instances
 /// render in parallel, one share per core, since each has its own recorder.
 pub fn render(state: &State) -> String {
+    state.count_render();
     let instances = state.instances();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

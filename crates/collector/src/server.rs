@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -234,21 +234,73 @@ pub fn grpc_service(
     InterceptedService::new(admission, CountingAuth { auth, state })
 }
 
-/// `/metrics`, rendered on a blocking thread so scrapes never stall the gRPC workers.
+/// `/metrics`, rendered on a blocking thread so scrapes never stall the
+/// gRPC workers, one render at a time (see [`Scrapes`]).
 pub fn metrics_router(state: Arc<State>) -> axum::Router {
+    let scrapes = Arc::new(Scrapes {
+        state,
+        turn: Arc::new(tokio::sync::Mutex::new(())),
+        last: Mutex::new((0, Weak::new())),
+    });
     axum::Router::new()
         .route("/metrics", axum::routing::get(metrics))
-        .with_state(state)
+        .with_state(scrapes)
 }
 
-async fn metrics(AxumState(state): AxumState<Arc<State>>) -> axum::response::Response {
-    match tokio::task::spawn_blocking(move || render::render(&state)).await {
-        Ok(body) => (
+/// Scrapes share renders: one render is in progress at a time, and a
+/// scrape that arrives while one is under way waits for it and is answered
+/// with its text. Concurrent scrapers cost one render's memory, not one
+/// each, and a scraper that leaves does not leave its render running
+/// beside the next one.
+#[derive(Debug)]
+struct Scrapes {
+    state: Arc<State>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The number of the last render finished, and its text while some
+    /// scrape still holds it.
+    last: Mutex<(u64, Weak<String>)>,
+}
+
+impl Scrapes {
+    async fn text(self: Arc<Self>) -> Result<Arc<String>, tokio::task::JoinError> {
+        let arrived = self.last.lock().unwrap_or_else(PoisonError::into_inner).0;
+        let turn = Arc::clone(&self.turn).lock_owned().await;
+        {
+            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.0 > arrived
+                && let Some(text) = last.1.upgrade()
+            {
+                return Ok(text);
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            let text = Arc::new(render::render(&self.state));
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            *last = (last.0 + 1, Arc::downgrade(&text));
+            drop(turn);
+            text
+        })
+        .await
+    }
+}
+
+/// The text of a render, shared with other scrapes while it is sent.
+struct SharedText(Arc<String>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+async fn metrics(AxumState(scrapes): AxumState<Arc<Scrapes>>) -> axum::response::Response {
+    match scrapes.text().await {
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            body,
+            axum::body::Bytes::from_owner(SharedText(text)),
         )
             .into_response(),
         Err(error) => {

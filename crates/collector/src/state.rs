@@ -2,7 +2,7 @@
 //! and the upkeep that marks silent instances down and forgets idle ones.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,7 @@ pub struct State {
     own: Arc<Instance>,
     limited: Limited,
     retired: Mutex<Retired>,
+    renders: AtomicU64,
 }
 
 type Limited = Arc<dyn Fn(usize) + Send + Sync>;
@@ -190,6 +191,7 @@ impl State {
                 own,
                 limited,
                 retired: Mutex::default(),
+                renders: AtomicU64::new(0),
             }
         })
     }
@@ -550,6 +552,16 @@ impl State {
         for inst in self.instances() {
             inst.series.handle().run_upkeep();
         }
+    }
+
+    /// A render of `/metrics` began.
+    pub fn count_render(&self) {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders of `/metrics` so far.
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
     }
 
     /// Label sets of metric `metric` across instances (for tests and the bench).

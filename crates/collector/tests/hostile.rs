@@ -382,3 +382,70 @@ async fn junk_instances_make_way_for_live_ones() {
         .sum();
     assert_eq!(junk_up, 0.0, "junk is down, not up for its claimed hour");
 }
+
+#[tokio::test]
+async fn concurrent_scrapes_share_one_render() {
+    let collector = TestCollector::start(config()).await;
+    let mut client = collector.client().await;
+    for n in 0..400u64 {
+        let payloads = (0..20)
+            .map(|k| {
+                Payload::Error(v1::ComponentError {
+                    kind: format!("kind-{k}"),
+                    ..Default::default()
+                })
+            })
+            .chain([heartbeat(60.0)])
+            .collect();
+        client
+            .push(batch(
+                source("test-watcher", &format!("tw-{n}"), 1),
+                1,
+                payloads,
+            ))
+            .await
+            .unwrap();
+    }
+    let state = &collector.handles.state;
+    let before = state.renders();
+    let scrapes =
+        (0..8).map(|_| automation_collector::testing::http_get(collector.http, "/metrics"));
+    let answers = futures_join_all(scrapes.collect()).await;
+    let renders = state.renders() - before;
+    let mut texts = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        assert!(body.contains("\"tw-399\""));
+        texts.insert(body.as_str());
+    }
+    assert!(renders <= 3, "8 concurrent scrapes took {renders} renders");
+    assert!(
+        texts.len() as u64 <= renders,
+        "each scrape got the text of a render it waited for"
+    );
+
+    // A later scrape renders afresh.
+    client
+        .push(batch(
+            source("test-watcher", "late", 1),
+            1,
+            vec![heartbeat(60.0)],
+        ))
+        .await
+        .unwrap();
+    assert!(collector.metrics_text().await.contains("\"late\""));
+}
+
+/// Runs the futures at once and collects their outputs in order.
+async fn futures_join_all<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}

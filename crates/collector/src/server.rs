@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use automation_proto::v1::collector_server::{Collector, CollectorServer};
 use automation_proto::v1::{EventBatch, PushResponse};
-use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::auth::{BearerAuth, Binding};
 use automation_telemetry::serve::connection::peer_of;
 use axum::extract::State as AxumState;
 use axum::http::header;
@@ -42,6 +42,17 @@ impl CollectorService {
 #[tonic::async_trait]
 impl Collector for CollectorService {
     async fn push(&self, request: Request<EventBatch>) -> Result<Response<PushResponse>, Status> {
+        if let (Some(binding), Some(source)) = (
+            request.extensions().get::<Binding>(),
+            request.get_ref().source.as_ref(),
+        ) && !binding.allows(&source.service, &source.instance)
+        {
+            self.state.count_push(PushCode::PermissionDenied);
+            return Err(Status::permission_denied(format!(
+                "this token may push as {binding}, not as {}/{}",
+                source.service, source.instance
+            )));
+        }
         let started = Instant::now();
         let outcome = self.state.push(request.get_ref());
         self.state.observe_push(started.elapsed().as_secs_f64());
@@ -52,7 +63,10 @@ impl Collector for CollectorService {
     }
 }
 
-/// A bearer-token check that counts refusals in `collector_pushes_total{code="unauthenticated"}`.
+/// A bearer-token check that counts refusals in
+/// `collector_pushes_total{code="unauthenticated"}`, and hands the identity
+/// the token is bound to (if any) to the push, which checks the batch's
+/// source against it.
 #[derive(Debug, Clone)]
 pub struct CountingAuth {
     auth: BearerAuth,
@@ -60,12 +74,19 @@ pub struct CountingAuth {
 }
 
 impl tonic::service::Interceptor for CountingAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if let Err(status) = self.auth.check(request.metadata()) {
-            self.state.count_push(PushCode::Unauthenticated);
-            return Err(status);
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.auth.identify(request.metadata()) {
+            Ok(binding) => {
+                if let Some(binding) = binding {
+                    request.extensions_mut().insert(binding);
+                }
+                Ok(request)
+            }
+            Err(status) => {
+                self.state.count_push(PushCode::Unauthenticated);
+                Err(status)
+            }
         }
-        Ok(request)
     }
 }
 

@@ -449,3 +449,77 @@ where
     }
     outputs
 }
+
+#[tokio::test]
+async fn a_token_bound_to_a_component_cannot_push_as_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "# token, component, instance pattern\nwatcher-token test-watcher tw-*\ngateway-token api-gateway\n",
+    )
+    .unwrap();
+    let mut config = config();
+    config.auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
+    let collector = TestCollector::start(config).await;
+    let mut client = collector.client().await;
+    let push = |token: &str, source: v1::Source, payload: Payload| {
+        let mut request = tonic::Request::new(batch(source, 1, vec![payload]));
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let goodbye = || Payload::Goodbye(v1::Goodbye::default());
+
+    // Its own identity: applied.
+    client
+        .push(push(
+            "watcher-token",
+            source("test-watcher", "tw-1", 1),
+            heartbeat(10.0),
+        ))
+        .await
+        .unwrap();
+    client
+        .push(push(
+            "gateway-token",
+            source("api-gateway", "gw-1", 1),
+            heartbeat(10.0),
+        ))
+        .await
+        .unwrap();
+    // A fake goodbye for the gateway, a fake instance, a fake component.
+    for (token, source) in [
+        ("watcher-token", source("api-gateway", "gw-1", 2)),
+        ("watcher-token", source("test-watcher", "audit-1", 2)),
+        ("gateway-token", source("test-watcher", "tw-1", 2)),
+    ] {
+        let status = client
+            .push(push(token, source, goodbye()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("may push as"), "{status:?}");
+        assert!(!status.message().contains(token), "the token never shows");
+    }
+    let m = collector.metrics().await;
+    assert_eq!(
+        m.value("collector_pushes_total", &[("code", "permission_denied")]),
+        3.0
+    );
+    for instance in ["tw-1", "gw-1"] {
+        assert_eq!(
+            m.value(
+                "automation_component_up",
+                &[("component_instance", instance)]
+            ),
+            1.0,
+            "{instance} was not stopped by someone else's goodbye"
+        );
+    }
+    assert!(!m.has(
+        "automation_component_up",
+        &[("component_instance", "audit-1")]
+    ));
+}

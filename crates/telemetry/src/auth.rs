@@ -4,6 +4,12 @@
 //! skipped), the way a Kubernetes Secret mounts them. The file is re-read when
 //! its modification time or size changes, checked at most once a second, so a
 //! rotated secret takes effect without a restart.
+//!
+//! A line may bind its token to an identity: `<token> <component>
+//! [<instance pattern>]`, the pattern with `*` wildcards. The collector lets
+//! such a token push only as that component (and an instance the pattern
+//! matches); a token alone on its line may push as anyone. Other servers
+//! accept the token and ignore the binding.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,13 +35,62 @@ pub enum AuthError {
     /// The file holds no token, which would lock every client out.
     #[error("token file {0} holds no token")]
     Empty(PathBuf),
+    /// A line is not `<token> [<component> [<instance pattern>]]`.
+    #[error("token file {path}, line {line}: {problem}")]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong (never the token itself).
+        problem: String,
+    },
+}
+
+/// Who a token may act as.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The component (`source.service`) it may push as.
+    pub component: String,
+    /// The pattern its instance names must match, when it has one.
+    pub instance: Option<String>,
+    matcher: Option<globset::GlobMatcher>,
+}
+
+impl Binding {
+    /// Whether a push from `component`/`instance` is allowed.
+    pub fn allows(&self, component: &str, instance: &str) -> bool {
+        self.component == component
+            && self
+                .matcher
+                .as_ref()
+                .is_none_or(|pattern| pattern.is_match(instance))
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.instance {
+            Some(pattern) => write!(f, "{} instances {pattern}", self.component),
+            None => write!(f, "{}", self.component),
+        }
+    }
+}
+
+/// One accepted token and what it is bound to.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The token.
+    pub token: String,
+    /// Its identity, when the line gives one.
+    pub binding: Option<Binding>,
 }
 
 #[derive(Debug)]
 struct Loaded {
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
-    tokens: Arc<Vec<String>>,
+    tokens: Arc<Vec<Entry>>,
 }
 
 /// A file of accepted tokens, re-read when it changes.
@@ -66,7 +121,7 @@ impl TokenFile {
 
     /// The current tokens. A file that became unreadable or empty keeps the
     /// previous tokens (and says so in the log) rather than locking everyone out.
-    pub fn tokens(&self) -> Arc<Vec<String>> {
+    pub fn tokens(&self) -> Arc<Vec<Entry>> {
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         if loaded.checked.elapsed() >= RECHECK {
             loaded.checked = Instant::now();
@@ -89,7 +144,10 @@ impl TokenFile {
 
     /// The first token, for clients that send one.
     pub fn first(&self) -> String {
-        self.tokens().first().cloned().unwrap_or_default()
+        self.tokens()
+            .first()
+            .map(|entry| entry.token.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -98,17 +156,52 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read_tokens(path: &Path) -> Result<Vec<String>, AuthError> {
+fn read_tokens(path: &Path) -> Result<Vec<Entry>, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let mut tokens = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let problem = |problem: String| AuthError::Line {
+            path: path.to_path_buf(),
+            line: number + 1,
+            problem,
+        };
+        let mut fields = line.split_whitespace();
+        let token = fields.next().unwrap_or_default().to_owned();
+        let component = fields.next();
+        let instance = fields.next();
+        if fields.next().is_some() {
+            return Err(problem(
+                "more than three fields (write: token [component [instance pattern]])".into(),
+            ));
+        }
+        let binding = match component {
+            None => None,
+            Some(component) => {
+                let matcher = instance
+                    .map(|pattern| {
+                        globset::GlobBuilder::new(pattern)
+                            .literal_separator(false)
+                            .build()
+                            .map(|glob| glob.compile_matcher())
+                            .map_err(|e| problem(format!("instance pattern {pattern:?}: {e}")))
+                    })
+                    .transpose()?;
+                Some(Binding {
+                    component: component.to_owned(),
+                    instance: instance.map(str::to_owned),
+                    matcher,
+                })
+            }
+        };
+        tokens.push(Entry { token, binding });
+    }
     if tokens.is_empty() {
         return Err(AuthError::Empty(path.to_path_buf()));
     }
@@ -144,8 +237,15 @@ impl BearerAuth {
     /// `UNAUTHENTICATED` saying what is wrong otherwise.
     #[allow(clippy::result_large_err)]
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        self.identify(metadata).map(drop)
+    }
+
+    /// Like [`BearerAuth::check`], and the identity the token is bound to,
+    /// if any.
+    #[allow(clippy::result_large_err)]
+    pub fn identify(&self, metadata: &MetadataMap) -> Result<Option<Binding>, Status> {
         let Some(file) = &self.tokens else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(value) = metadata.get("authorization") else {
             return Err(Status::unauthenticated("missing bearer token"));
@@ -161,14 +261,15 @@ impl BearerAuth {
             .ok_or_else(|| Status::unauthenticated("authorization is not a bearer token"))?;
         let tokens = file.tokens();
         // Compare every token in full so the time taken says nothing about which matched.
-        let mut accepted = false;
-        for token in tokens.iter() {
-            accepted |= constant_time_eq(token.as_bytes(), presented.as_bytes());
+        let mut accepted = None;
+        for entry in tokens.iter() {
+            if constant_time_eq(entry.token.as_bytes(), presented.as_bytes()) {
+                accepted = Some(entry);
+            }
         }
-        if accepted {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("bearer token not accepted"))
+        match accepted {
+            Some(entry) => Ok(entry.binding.clone()),
+            None => Err(Status::unauthenticated("bearer token not accepted")),
         }
     }
 }
@@ -231,6 +332,32 @@ mod tests {
         std::fs::write(&path, "\n# nothing\n").unwrap();
         let error = BearerAuth::from_file(Some(&path)).unwrap_err();
         assert!(error.to_string().contains("holds no token"), "{error}");
+    }
+
+    #[test]
+    fn a_line_can_bind_its_token_to_a_component_and_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "anyone\nwatcher test-watcher\naudits audit-agent audit-agent-*\n",
+        )
+        .unwrap();
+        let auth = BearerAuth::from_file(Some(&path)).unwrap();
+        assert!(auth.identify(&metadata("Bearer anyone")).unwrap().is_none());
+        let watcher = auth.identify(&metadata("Bearer watcher")).unwrap().unwrap();
+        assert!(watcher.allows("test-watcher", "any-pod"));
+        assert!(!watcher.allows("api-gateway", "any-pod"));
+        let audits = auth.identify(&metadata("Bearer audits")).unwrap().unwrap();
+        assert!(audits.allows("audit-agent", "audit-agent-7f9c"));
+        assert!(!audits.allows("audit-agent", "gateway-1"));
+        assert_eq!(audits.to_string(), "audit-agent instances audit-agent-*");
+        assert_eq!(TokenFile::open(&path).unwrap().first(), "anyone");
+
+        std::fs::write(&path, "secret-value a b c\n").unwrap();
+        let error = BearerAuth::from_file(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("line 1: more than three fields"), "{error}");
+        assert!(!error.contains("secret-value"), "{error}");
     }
 
     #[test]

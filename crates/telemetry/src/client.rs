@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 
-use crate::auth::{AuthError, TokenFile};
+use crate::auth::{AuthError, Entry, TokenFile};
 use crate::tls::TlsError;
 
 /// A client configuration that cannot be used. The services wrap it in
@@ -89,7 +89,7 @@ pub fn endpoint(
 #[derive(Debug)]
 pub struct BearerToken {
     file: TokenFile,
-    current: Mutex<(Arc<Vec<String>>, MetadataValue<Ascii>)>,
+    current: Mutex<(Arc<Vec<Entry>>, MetadataValue<Ascii>)>,
 }
 
 impl BearerToken {
@@ -123,8 +123,8 @@ impl BearerToken {
 }
 
 /// `Bearer <first token>`, marked sensitive so it never shows in debug output.
-fn bearer(tokens: &[String]) -> Option<MetadataValue<Ascii>> {
-    let token = tokens.first()?;
+fn bearer(tokens: &[Entry]) -> Option<MetadataValue<Ascii>> {
+    let token = &tokens.first()?.token;
     let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
     value.set_sensitive(true);
     Some(value)

@@ -82,7 +82,8 @@ pub struct GatewayArgs {
     /// How long a request waits for a free slot.
     #[arg(long, env = "QUEUE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub queue_timeout: Duration,
-    /// Requests per second per client token (0: unlimited).
+    /// Requests per second per client: per verified token with
+    /// AUTH_TOKEN_FILE, else per client address (0: unlimited).
     #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 10.0)]
     pub client_rate_limit: f64,
     /// Burst per client.

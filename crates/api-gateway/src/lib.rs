@@ -185,6 +185,7 @@ pub async fn run(
             Some((rate, burst)) => ClientLimits::new(rate, burst),
             None => ClientLimits::unlimited(),
         },
+        tokens_verified: config.auth.enabled(),
         concurrency: Concurrency::new(config.max_concurrent, config.queue_timeout),
         circuit: CircuitBreaker::new(config.circuit.0, config.circuit.1),
         reporter: reporter.clone(),
@@ -235,8 +236,10 @@ pub async fn run(
         });
     }
 
+    let service = ApiGatewayServer::new(server::ApiGatewayService::new(Arc::clone(&gateway)))
+        .max_decoding_message_size(server::MAX_REQUEST_BYTES);
     let routes = Routes::new(InterceptedService::new(
-        ApiGatewayServer::new(server::ApiGatewayService::new(Arc::clone(&gateway))),
+        server::SizeLimited::new(service, Arc::clone(&gateway)),
         config.auth.clone(),
     ))
     .prepare();

@@ -740,3 +740,100 @@ async fn no_part_of_the_key_survives_a_cut_error_text() {
     assert!(!error.message().contains(&KEY[..8]), "{}", error.message());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_prompt_is_resource_exhausted_and_counted() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    reporting(&mut c, &collector);
+    let mut gw = Gateway::start(c).await;
+    let huge = "x".repeat(5 * 1024 * 1024);
+    for streaming in [false, true] {
+        let refused = if streaming {
+            gw.stream(&huge).await.1.expect("refused")
+        } else {
+            gw.chat(&huge).await.unwrap_err()
+        };
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains("4194304"),
+            "names the limit: {}",
+            refused.message()
+        );
+    }
+    assert!(upstream.requests().is_empty(), "nothing went upstream");
+    // The gateway still answers a prompt within the limit.
+    gw.chat("small").await.unwrap();
+    let errors = |m: &Samples| {
+        m.get("deepseek_api_errors_total", &{
+            let mut l = labels(("model", "other"));
+            l.push(("kind", "request_too_large"));
+            l
+        })
+    };
+    let m = collector
+        .eventually("the refusals counted", |m| errors(m) == Some(2.0))
+        .await;
+    assert_eq!(
+        m.value("deepseek_api_calls_total", &{
+            let mut l = labels(("model", "other"));
+            l.push(("status", "invalid"));
+            l
+        }),
+        2.0
+    );
+    gw.stop().await;
+    collector.stop().await;
+}
+
+/// Calls `ChatCompletion` presenting `token`.
+async fn chat_as(gw: &mut Gateway, token: &str) -> Result<v1::ChatResponse, tonic::Status> {
+    let mut request = tonic::Request::new(ask("x"));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    within("a chat call", gw.client.chat_completion(request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn without_client_tokens_made_up_tokens_share_their_peers_rate_limit() {
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    c.client_rate = Some((0.1, 2));
+    let mut gw = Gateway::start(c).await;
+    chat_as(&mut gw, "made-up-1").await.unwrap();
+    chat_as(&mut gw, "made-up-2").await.unwrap();
+    // Unverified tokens say nothing about who calls: a new one is no new client.
+    for token in ["made-up-3", "made-up-4"] {
+        let limited = chat_as(&mut gw, token).await.unwrap_err();
+        assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    }
+    let limited = gw.chat("no token").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert_eq!(upstream.requests().len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn with_client_tokens_each_verified_token_has_its_own_rate_limit() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "token-a\ntoken-b\n").unwrap();
+    let mut c = config(&upstream);
+    c.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    c.client_rate = Some((0.1, 2));
+    let mut gw = Gateway::start(c).await;
+    chat_as(&mut gw, "token-a").await.unwrap();
+    chat_as(&mut gw, "token-a").await.unwrap();
+    let limited = chat_as(&mut gw, "token-a").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    // Another verified client on the same address has its own bucket.
+    chat_as(&mut gw, "token-b").await.unwrap();
+    chat_as(&mut gw, "token-b").await.unwrap();
+    assert_eq!(upstream.requests().len(), 4);
+    gw.stop().await;
+}

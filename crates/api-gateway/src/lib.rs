@@ -6,6 +6,7 @@
 //!
 //! Layout:
 //! * [`upstream`]: the HTTP client (reqwest), SSE, time limits, retries, the key.
+//! * `redact`: finds the key in upstream text (raw, JSON-escaped, cut).
 //! * [`limits`]: per-client rate limits and the concurrency limit.
 //! * [`circuit`]: the circuit breaker.
 //! * [`pricing`]: configured models and their prices.
@@ -19,6 +20,7 @@ pub mod circuit;
 pub mod config;
 pub mod limits;
 pub mod pricing;
+mod redact;
 pub mod server;
 pub mod testing;
 pub mod upstream;

@@ -53,6 +53,16 @@ pub enum Reply {
         /// The body.
         body: String,
     },
+    /// Any status with this `Content-Type` (sent as is, so it may be
+    /// nonsense) and body.
+    Body {
+        /// The HTTP status.
+        status: u16,
+        /// The `Content-Type` header value.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
     /// Accept the request and never answer (until the fake stops).
     Hang,
 }
@@ -168,6 +178,11 @@ enum Prepared {
         body: Bytes,
         json: bool,
     },
+    Body {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
     Hang,
 }
 
@@ -188,6 +203,15 @@ fn prepare(reply: Reply) -> Prepared {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             retry_after: retry_after.and_then(|v| HeaderValue::from_str(&v).ok()),
             json: body.trim_start().starts_with('{'),
+            body: Bytes::from(body),
+        },
+        Reply::Body {
+            status,
+            content_type,
+            body,
+        } => Prepared::Body {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            content_type: HeaderValue::from_str(&content_type).ok(),
             body: Bytes::from(body),
         },
         Reply::Hang => Prepared::Hang,
@@ -497,6 +521,20 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, retry_after.clone());
+            }
+            response
+        }
+        Prepared::Body {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut response = Response::new(Body::from(body.clone()));
+            *response.status_mut() = *status;
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, content_type.clone());
             }
             response
         }

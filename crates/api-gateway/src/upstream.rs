@@ -18,8 +18,12 @@
 //! 503, 504, connection errors, connect timeouts and first-token timeouts.
 //!
 //! The API key never appears in a [`Failure`], in `Debug` output or in a log
-//! line: upstream error text has every occurrence replaced by `[redacted]`,
-//! and the `Authorization` header is marked sensitive and never logged.
+//! line: every text taken from the upstream (bodies, headers, events, balance
+//! fields) goes through a [`Redactor`] before it is cut or quoted, which
+//! replaces the key, raw or JSON-escaped, and a piece of it left at the end
+//! of a body read only up to a limit; a balance currency holding a piece of
+//! the key is refused. The `Authorization` header is marked sensitive and
+//! never logged.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AF
 use reqwest::{Client, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
+
+use crate::redact::{Redactor, bounded};
 
 /// Longest upstream error text quoted in a [`Failure`] message, in characters.
 const MAX_ERROR_TEXT: usize = 500;
@@ -657,7 +663,7 @@ impl Upstream {
         let config = &self.inner.config;
         let mut attempts = Attempts::default();
 
-        let (key, auth) = self.auth()?;
+        let (redactor, auth) = self.auth()?;
         let Value::Object(mut map) = body else {
             return Err(AttemptError::new(
                 FailureKind::BadRequest,
@@ -687,7 +693,7 @@ impl Upstream {
         loop {
             attempts.attempts += 1;
             let err = match self
-                .attempt(&key, &auth, &payload, start, deadline, &mut attempts)
+                .attempt(&redactor, &auth, &payload, start, deadline, &mut attempts)
                 .await
             {
                 Ok(stream) => {
@@ -771,6 +777,7 @@ impl Upstream {
     /// and `total_timeout` apply.
     pub async fn balance(&self) -> Result<UpstreamBalance, Failure> {
         let value = self.get_json(&self.inner.balance_url).await?;
+        let redactor = self.redactor();
         let Some(is_available) = value.get("is_available").and_then(Value::as_bool) else {
             return Err(self.protocol_once("the upstream's balance has no \"is_available\""));
         };
@@ -797,12 +804,12 @@ impl Upstream {
                         .ok_or_else(|| {
                             self.protocol_once(&format!(
                                 "bad balance amount {field}: {:?}",
-                                bounded(s, 50)
+                                redactor.cut(s, 50)
                             ))
                         }),
                     Some(other) => Err(self.protocol_once(&format!(
                         "bad balance amount {field}: {}",
-                        bounded(&other.to_string(), 50)
+                        redactor.cut(&other.to_string(), 50)
                     ))),
                 }
             };
@@ -810,13 +817,22 @@ impl Upstream {
                 .get("currency")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            // A label value: short, or refused rather than passed on.
+            // A label value (and a field of GetBalance): refused rather than
+            // passed on when it holds a piece of the key, and then not quoted.
+            if redactor.leaks(currency) {
+                return Err(self.protocol_once(
+                    "the upstream's balance names a currency that holds (part of) the API key",
+                ));
+            }
+            // Short, or refused rather than passed on.
             if currency.is_empty()
                 || currency.len() > 16
                 || !currency.chars().all(|c| c.is_ascii_alphanumeric())
             {
-                return Err(self
-                    .protocol_once(&format!("bad balance currency {:?}", bounded(currency, 20))));
+                return Err(self.protocol_once(&format!(
+                    "bad balance currency {:?}",
+                    redactor.cut(currency, 20)
+                )));
             }
             balances.push(CurrencyBalance {
                 currency: currency.to_owned(),
@@ -831,8 +847,9 @@ impl Upstream {
         })
     }
 
-    /// The key and its `Authorization` header value (marked sensitive).
-    fn auth(&self) -> Result<(Arc<str>, HeaderValue), Failure> {
+    /// The key's redactor and its `Authorization` header value (marked
+    /// sensitive).
+    fn auth(&self) -> Result<(Redactor, HeaderValue), Failure> {
         let once = Attempts::default();
         let Some(key) = self.inner.key.get() else {
             return Err(AttemptError::new(
@@ -851,7 +868,7 @@ impl Upstream {
             .into_failure(once));
         };
         auth.set_sensitive(true);
-        Ok((key, auth))
+        Ok((Redactor::new(&key), auth))
     }
 
     /// Full-jitter exponential backoff before retry number `retry` (from 0).
@@ -873,7 +890,7 @@ impl Upstream {
     /// chunk.
     async fn attempt(
         &self,
-        key: &str,
+        redactor: &Redactor,
         auth: &HeaderValue,
         payload: &[u8],
         start: Instant,
@@ -912,7 +929,7 @@ impl Upstream {
             .body(payload.to_vec());
         let response = match timeout_at(first_token_deadline, request.send()).await {
             Err(_) => return Err(timed_out()),
-            Ok(Err(e)) => return Err(self.send_error(&e, key)),
+            Ok(Err(e)) => return Err(self.send_error(&e, redactor)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -920,7 +937,7 @@ impl Upstream {
             attempts.rate_limited += 1;
         }
         if !status.is_success() {
-            return Err(http_error(response, first_token_deadline, key).await);
+            return Err(http_error(response, first_token_deadline, redactor).await);
         }
         if let Some(content_type) = response.headers().get(CONTENT_TYPE) {
             let content_type = content_type.to_str().unwrap_or_default();
@@ -929,7 +946,7 @@ impl Upstream {
                     FailureKind::Protocol,
                     format!(
                         "the upstream answered with Content-Type {:?} instead of an event stream",
-                        bounded(content_type, 100)
+                        redactor.cut(content_type, 100)
                     ),
                     None,
                 ));
@@ -953,20 +970,17 @@ impl Upstream {
                 Some(Err(EventStreamError::Transport(e))) => {
                     return Err(AttemptError::new(
                         FailureKind::Connection,
-                        scrub(
-                            &format!(
-                                "the upstream connection broke before the first token: {}",
-                                error_chain(&e)
-                            ),
-                            key,
-                        ),
+                        redactor.redact(&format!(
+                            "the upstream connection broke before the first token: {}",
+                            error_chain(&e)
+                        )),
                         Some(RetryReason::Connection),
                     ));
                 }
                 Some(Err(e)) => {
                     return Err(AttemptError::new(
                         FailureKind::Protocol,
-                        scrub(&format!("bad event stream from the upstream: {e}"), key),
+                        redactor.redact(&format!("bad event stream from the upstream: {e}")),
                         None,
                     ));
                 }
@@ -979,7 +993,7 @@ impl Upstream {
                     None,
                 ));
             }
-            let delta = match parse_chunk(&event.data, key) {
+            let delta = match parse_chunk(&event.data, redactor) {
                 Ok(delta) => delta,
                 Err(ChunkError::Upstream(message)) => {
                     return Err(AttemptError::new(
@@ -1001,7 +1015,7 @@ impl Upstream {
                     idle_timeout: config.idle_timeout,
                     deadline,
                     deadline_message: deadline_message(start, deadline),
-                    key: Arc::from(key),
+                    redactor: redactor.clone(),
                     saw_finish: false,
                     finished: false,
                 });
@@ -1010,7 +1024,7 @@ impl Upstream {
     }
 
     /// Classifies an error from `send()`.
-    fn send_error(&self, e: &reqwest::Error, key: &str) -> AttemptError {
+    fn send_error(&self, e: &reqwest::Error, redactor: &Redactor) -> AttemptError {
         if e.is_timeout() {
             AttemptError::new(
                 FailureKind::Timeout,
@@ -1023,38 +1037,38 @@ impl Upstream {
         } else if e.is_connect() {
             AttemptError::new(
                 FailureKind::Connection,
-                scrub(
-                    &format!("cannot connect to the upstream: {}", error_chain(e)),
-                    key,
-                ),
+                redactor.redact(&format!(
+                    "cannot connect to the upstream: {}",
+                    error_chain(e)
+                )),
                 Some(RetryReason::Connection),
             )
         } else {
             AttemptError::new(
                 FailureKind::Connection,
-                scrub(
-                    &format!("the upstream request failed: {}", error_chain(e)),
-                    key,
-                ),
+                redactor.redact(&format!("the upstream request failed: {}", error_chain(e))),
                 Some(RetryReason::Connection),
             )
         }
     }
 
+    /// A redactor for the key as configured now.
+    fn redactor(&self) -> Redactor {
+        Redactor::new(self.inner.key.get().as_deref().unwrap_or_default())
+    }
+
     /// A protocol failure of a one-attempt call (models, balance).
     fn protocol_once(&self, message: &str) -> Failure {
-        let key = self.inner.key.get().unwrap_or_else(|| Arc::from(""));
-        AttemptError::new(FailureKind::Protocol, scrub(message, &key), None).into_failure(
-            Attempts {
+        AttemptError::new(FailureKind::Protocol, self.redactor().redact(message), None)
+            .into_failure(Attempts {
                 attempts: 1,
                 ..Attempts::default()
-            },
-        )
+            })
     }
 
     /// `GET url` as JSON, one attempt.
     async fn get_json(&self, url: &Url) -> Result<Value, Failure> {
-        let (key, auth) = self.auth()?;
+        let (redactor, auth) = self.auth()?;
         let mut attempts = Attempts {
             attempts: 1,
             ..Attempts::default()
@@ -1076,7 +1090,7 @@ impl Upstream {
         };
         let response = match timeout_at(deadline, request.send()).await {
             Err(_) => return Err(timeout().into_failure(attempts)),
-            Ok(Err(e)) => return Err(self.send_error(&e, &key).into_failure(attempts)),
+            Ok(Err(e)) => return Err(self.send_error(&e, &redactor).into_failure(attempts)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -1084,7 +1098,7 @@ impl Upstream {
             attempts.rate_limited += 1;
         }
         if !status.is_success() {
-            return Err(http_error(response, deadline, &key)
+            return Err(http_error(response, deadline, &redactor)
                 .await
                 .into_failure(attempts));
         }
@@ -1094,10 +1108,7 @@ impl Upstream {
             Err(ReadError::Transport(message)) => {
                 return Err(AttemptError::new(
                     FailureKind::Connection,
-                    scrub(
-                        &format!("reading the upstream's answer failed: {message}"),
-                        &key,
-                    ),
+                    redactor.redact(&format!("reading the upstream's answer failed: {message}")),
                     None,
                 )
                 .into_failure(attempts));
@@ -1127,7 +1138,7 @@ pub struct ChatStream {
     idle_timeout: Duration,
     deadline: Instant,
     deadline_message: String,
-    key: Arc<str>,
+    redactor: Redactor,
     saw_finish: bool,
     finished: bool,
 }
@@ -1205,10 +1216,9 @@ impl ChatStream {
                     return self.end(Some(error_chain(&e)));
                 }
                 Some(Err(e)) => {
-                    let message = scrub(
-                        &format!("bad event stream from the upstream: {e}"),
-                        &self.key,
-                    );
+                    let message = self
+                        .redactor
+                        .redact(&format!("bad event stream from the upstream: {e}"));
                     return Err(self.fail(FailureKind::Protocol, message));
                 }
                 Some(Ok(event)) => event,
@@ -1218,7 +1228,7 @@ impl ChatStream {
                 self.drain();
                 return Ok(None);
             }
-            match parse_chunk(&event.data, &self.key) {
+            match parse_chunk(&event.data, &self.redactor) {
                 Ok(delta) if delta.is_meaningful() => {
                     self.saw_finish |= delta.finish_reason.is_some();
                     return Ok(Some(delta));
@@ -1243,7 +1253,7 @@ impl ChatStream {
         }
         let mut message = "the upstream stream ended before the answer finished".to_owned();
         if let Some(cause) = cause {
-            message = scrub(&format!("{message}: {cause}"), &self.key);
+            message = self.redactor.redact(&format!("{message}: {cause}"));
         }
         Err(self.fail(FailureKind::Protocol, message))
     }
@@ -1278,23 +1288,17 @@ impl ChatStream {
 }
 
 /// Parses one SSE `data` payload into a delta.
-fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
+fn parse_chunk(data: &str, redactor: &Redactor) -> Result<Delta, ChunkError> {
     let value: Value = serde_json::from_str(data).map_err(|e| {
-        ChunkError::Bad(scrub(
-            &format!(
-                "bad JSON chunk from the upstream ({e}): {}",
-                bounded(&scrub(data, key), 200)
-            ),
-            key,
+        ChunkError::Bad(format!(
+            "bad JSON chunk from the upstream ({e}): {}",
+            redactor.cut(data, 200)
         ))
     })?;
     let Value::Object(chunk) = &value else {
-        return Err(ChunkError::Bad(scrub(
-            &format!(
-                "a chunk from the upstream is not an object: {}",
-                bounded(&scrub(data, key), 200)
-            ),
-            key,
+        return Err(ChunkError::Bad(format!(
+            "a chunk from the upstream is not an object: {}",
+            redactor.cut(data, 200)
         )));
     };
     if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
@@ -1302,12 +1306,9 @@ fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
             .get("message")
             .and_then(Value::as_str)
             .map_or_else(|| error.to_string(), str::to_owned);
-        return Err(ChunkError::Upstream(scrub(
-            &format!(
-                "upstream error in the stream: {}",
-                bounded(&scrub(&text, key), MAX_ERROR_TEXT)
-            ),
-            key,
+        return Err(ChunkError::Upstream(format!(
+            "upstream error in the stream: {}",
+            redactor.cut(&text, MAX_ERROR_TEXT)
         )));
     }
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -1362,7 +1363,11 @@ async fn read_bounded(
 
 /// Turns an HTTP error answer into an attempt error, reading (part of) its
 /// body for the upstream's message.
-async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -> AttemptError {
+async fn http_error(
+    response: reqwest::Response,
+    deadline: Instant,
+    redactor: &Redactor,
+) -> AttemptError {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -1378,9 +1383,7 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
         status.as_u16(),
         status.canonical_reason().unwrap_or("error")
     );
-    // Remove the key before anything is cut, so no part of it survives a cut.
-    let body = scrub(&String::from_utf8_lossy(&body), key);
-    if let Some(detail) = error_detail(body.as_bytes()) {
+    if let Some(detail) = error_detail(&body, body.len() >= MAX_ERROR_BODY, redactor) {
         message.push_str(": ");
         message.push_str(&detail);
     }
@@ -1397,7 +1400,7 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
     };
     AttemptError {
         kind,
-        message: scrub(&message, key),
+        message,
         retry,
         retry_after,
         status: Some(code),
@@ -1405,8 +1408,9 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
 }
 
 /// The upstream's explanation in an error body: `error.message` (or a
-/// top-level `message`) of a JSON body, else the body's text; bounded.
-fn error_detail(body: &[u8]) -> Option<String> {
+/// top-level `message`) of a JSON body, else the body's text; redacted, then
+/// bounded. `cut_off`: the body was read only up to a limit.
+fn error_detail(body: &[u8], cut_off: bool, redactor: &Redactor) -> Option<String> {
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         let message = value
             .pointer("/error/message")
@@ -1414,10 +1418,15 @@ fn error_detail(body: &[u8]) -> Option<String> {
             .or_else(|| value.get("error").filter(|e| e.is_string()))
             .and_then(Value::as_str);
         if let Some(message) = message.map(str::trim).filter(|m| !m.is_empty()) {
-            return Some(bounded(message, MAX_ERROR_TEXT));
+            return Some(redactor.cut(message, MAX_ERROR_TEXT));
         }
     }
     let text = String::from_utf8_lossy(body);
+    let text = if cut_off {
+        redactor.redact_cut_off(&text)
+    } else {
+        redactor.redact(&text)
+    };
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     (!text.is_empty()).then(|| bounded(&text, MAX_ERROR_TEXT))
 }
@@ -1436,23 +1445,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         when.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-/// Replaces every occurrence of `key` in `text` by `[redacted]`.
-fn scrub(text: &str, key: &str) -> String {
-    if key.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(key, "[redacted]")
-    }
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn bounded(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-    }
 }
 
 fn deadline_message(start: Instant, deadline: Instant) -> String {
@@ -1909,7 +1901,7 @@ mod tests {
             "{}",
             failure.message
         );
-        assert!(parse_chunk("{nope", KEY).is_err());
+        assert!(parse_chunk("{nope", &Redactor::new(KEY)).is_err());
         fake.stop().await;
     }
 
@@ -2182,9 +2174,6 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(120)), "120s");
         assert_eq!(fmt_duration(Duration::from_millis(300)), "300ms");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(bounded("abcdef", 3), "abc…");
-        assert_eq!(bounded("abc", 3), "abc");
-        assert_eq!(scrub("a KEY b KEY", "KEY"), "a [redacted] b [redacted]");
         assert_eq!(FailureKind::Server.as_str(), "server_error");
         assert_eq!(FailureKind::NoKey.to_string(), "no_key");
         let upstream = Upstream::new(

@@ -76,6 +76,10 @@ pub struct GatewayArgs {
     /// A Retry-After longer than this is not waited for.
     #[arg(long, env = "MAX_RETRY_AFTER", value_parser = parse_duration, default_value = "30s")]
     pub max_retry_after: Duration,
+    /// The most bytes one upstream SSE event or line may hold; a larger one
+    /// ends the call (UNAVAILABLE, counted as event_too_large).
+    #[arg(long, env = "MAX_SSE_EVENT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    pub max_sse_event_bytes: u64,
     /// Upstream calls at once (keep below the account's limit ÷ replicas).
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_concurrent_requests: u64,

@@ -7,6 +7,7 @@
 //! Layout:
 //! * [`upstream`]: the HTTP client (reqwest), SSE, time limits, retries, the key.
 //! * `redact`: finds the key in upstream text (raw, JSON-escaped, cut).
+//! * `sse`: the upstream's events, parsed in bounded memory and time.
 //! * [`limits`]: per-client rate limits and the concurrency limit.
 //! * [`circuit`]: the circuit breaker.
 //! * [`pricing`]: configured models and their prices.
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod pricing;
 mod redact;
 pub mod server;
+mod sse;
 pub mod testing;
 pub mod upstream;
 

@@ -253,7 +253,7 @@ fn map_failure(failure: &Failure) -> (Status, ApiStatus, Option<bool>) {
             ApiStatus::RateLimited,
             None,
         ),
-        FailureKind::Server | FailureKind::Protocol => (
+        FailureKind::Server | FailureKind::Protocol | FailureKind::EventTooLarge => (
             Status::unavailable(message),
             ApiStatus::ServerError,
             Some(false),

@@ -82,6 +82,12 @@ pub enum Sse {
     Pause(Duration),
     /// End abruptly: the connection is cut without finishing the body.
     Close,
+    /// These bytes as they are (say, `data: ` without the rest of its line).
+    Raw(String),
+    /// These bytes over and over, as fast as the reader takes them, until
+    /// it goes away or the fake stops: a line or a keep-alive flood that
+    /// never ends.
+    Endless(String),
 }
 
 /// A `/chat/completions` request as received.
@@ -190,7 +196,12 @@ enum Segment {
     Bytes(Bytes),
     Pause(Duration),
     Close,
+    Endless(Bytes),
 }
+
+/// The least an [`Sse::Endless`] pattern is repeated to per write, so a
+/// flood is not slowed by tiny writes.
+const FLOOD_CHUNK: usize = 64 * 1024;
 
 fn prepare(reply: Reply) -> Prepared {
     match reply {
@@ -260,6 +271,12 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
             Sse::Close => {
                 flush(&mut buffer, &mut segments);
                 segments.push(Segment::Close);
+            }
+            Sse::Raw(text) => buffer.extend_from_slice(text.as_bytes()),
+            Sse::Endless(pattern) => {
+                flush(&mut buffer, &mut segments);
+                let times = FLOOD_CHUNK.div_ceil(pattern.len().max(1));
+                segments.push(Segment::Endless(Bytes::from(pattern.repeat(times))));
             }
         }
     }
@@ -561,6 +578,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                             Segment::Bytes(bytes) => {
                                 return Some((Ok::<_, io::Error>(bytes.clone()), index + 1));
                             }
+                            Segment::Endless(bytes) => return Some((Ok(bytes.clone()), index)),
                             Segment::Pause(d) => {
                                 tokio::time::sleep(*d).await;
                                 index += 1;

@@ -6,20 +6,25 @@
 //! for both; the caller aggregates unary answers.
 //!
 //! Time limits: reqwest gets only a connect timeout (its `.timeout()` would
-//! cut long streams). The first meaningful chunk must arrive within
+//! cut long streams). The first meaningful chunk (content, reasoning content,
+//! finish reason or usage) must arrive within
 //! [`UpstreamConfig::first_token_timeout`] of the attempt's start; after that,
-//! real SSE events (with data) must come at most
-//! [`UpstreamConfig::idle_timeout`] apart — `: keep-alive` comments and blank
-//! lines never count as progress. The whole call, all attempts included, ends
-//! at the deadline (the shorter of [`UpstreamConfig::total_timeout`] and the
-//! caller's).
+//! meaningful chunks must come at most [`UpstreamConfig::idle_timeout`]
+//! apart — `: keep-alive` comments, blank lines, events that carry nothing
+//! and bytes that do not complete an event never count as progress. The
+//! whole call, all attempts included, ends at the deadline (the shorter of
+//! [`UpstreamConfig::total_timeout`] and the caller's).
+//!
+//! Events are parsed in bounded memory and time (the `sse` module): none may
+//! exceed [`UpstreamConfig::max_event_bytes`] ([`FailureKind::EventTooLarge`]),
+//! and a flood of bytes yields to other tasks and to the time limits.
 //!
 //! Retries happen only before the first meaningful chunk, on 429, 500, 502,
 //! 503, 504, connection errors, connect timeouts and first-token timeouts.
 //!
 //! The API key never appears in a [`Failure`], in `Debug` output or in a log
 //! line: every text taken from the upstream (bodies, headers, events, balance
-//! fields) goes through a [`Redactor`] before it is cut or quoted, which
+//! fields) goes through the `redact` module before it is cut or quoted, which
 //! replaces the key, raw or JSON-escaped, and a piece of it left at the end
 //! of a body read only up to a limit; a balance currency holding a piece of
 //! the key is refused. The `Authorization` header is marked sensitive and
@@ -33,7 +38,6 @@ use std::time::{Duration, SystemTime};
 
 use automation_proto::v1::RetryReason;
 use automation_telemetry::client::error_chain;
-use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
@@ -41,6 +45,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 
 use crate::redact::{Redactor, bounded};
+use crate::sse::{Events, SseError};
 
 /// Longest upstream error text quoted in a [`Failure`] message, in characters.
 const MAX_ERROR_TEXT: usize = 500;
@@ -93,6 +98,10 @@ pub struct UpstreamConfig {
     /// A `Retry-After` longer than this is not waited for: the failure is
     /// returned with [`Failure::retry_after`] set. 30 s by default.
     pub max_retry_after: Duration,
+    /// The most bytes one SSE event (its data) or one line may hold; a
+    /// larger one ends the call with [`FailureKind::EventTooLarge`]. 1 MiB
+    /// by default, far above any real chunk.
+    pub max_event_bytes: usize,
 }
 
 impl UpstreamConfig {
@@ -140,6 +149,7 @@ impl Default for UpstreamConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(30),
+            max_event_bytes: 1024 * 1024,
         }
     }
 }
@@ -380,6 +390,8 @@ pub enum FailureKind {
     Connection,
     /// Bad SSE or JSON, an unexpected answer, or a stream that ended early.
     Protocol,
+    /// An SSE event (or line) over [`UpstreamConfig::max_event_bytes`].
+    EventTooLarge,
     /// No API key is configured.
     NoKey,
 }
@@ -387,7 +399,7 @@ pub enum FailureKind {
 impl FailureKind {
     /// A short machine-readable name: `bad_request`, `unauthorized`,
     /// `payment_required`, `rate_limited`, `server_error`, `timeout`,
-    /// `connection`, `protocol` or `no_key`.
+    /// `connection`, `protocol`, `event_too_large` or `no_key`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -398,6 +410,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
             Self::Protocol => "protocol",
+            Self::EventTooLarge => "event_too_large",
             Self::NoKey => "no_key",
         }
     }
@@ -562,7 +575,8 @@ impl fmt::Debug for Upstream {
     }
 }
 
-type EventBox = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+/// The `data` of each upstream event.
+type EventBox = Pin<Box<dyn Stream<Item = Result<String, SseError<reqwest::Error>>> + Send>>;
 
 /// A failed attempt, before the retry decision.
 struct AttemptError {
@@ -953,7 +967,10 @@ impl Upstream {
             }
         }
 
-        let mut events: EventBox = Box::pin(response.bytes_stream().eventsource());
+        let mut events: EventBox = Box::pin(Events::new(
+            Box::pin(response.bytes_stream()),
+            config.max_event_bytes,
+        ));
         loop {
             let next = match timeout_at(first_token_deadline, events.next()).await {
                 Err(_) => return Err(timed_out()),
@@ -967,7 +984,7 @@ impl Upstream {
                         None,
                     ));
                 }
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(SseError::Transport(e))) => {
                     return Err(AttemptError::new(
                         FailureKind::Connection,
                         redactor.redact(&format!(
@@ -978,22 +995,19 @@ impl Upstream {
                     ));
                 }
                 Some(Err(e)) => {
-                    return Err(AttemptError::new(
-                        FailureKind::Protocol,
-                        redactor.redact(&format!("bad event stream from the upstream: {e}")),
-                        None,
-                    ));
+                    let (kind, message) = event_failure(&e);
+                    return Err(AttemptError::new(kind, message, None));
                 }
                 Some(Ok(event)) => event,
             };
-            if event.data == "[DONE]" {
+            if event == "[DONE]" {
                 return Err(AttemptError::new(
                     FailureKind::Protocol,
                     "the upstream stream ended ([DONE]) before the first token".to_owned(),
                     None,
                 ));
             }
-            let delta = match parse_chunk(&event.data, redactor) {
+            let delta = match parse_chunk(&event, redactor) {
                 Ok(delta) => delta,
                 Err(ChunkError::Upstream(message)) => {
                     return Err(AttemptError::new(
@@ -1197,8 +1211,10 @@ impl ChatStream {
         let Some(events) = self.events.as_mut() else {
             return Ok(None);
         };
+        // Only a meaningful delta is progress: events that carry nothing do
+        // not put the idle deadline off.
+        let idle_deadline = Instant::now() + self.idle_timeout;
         loop {
-            let idle_deadline = Instant::now() + self.idle_timeout;
             let next = match timeout_at(idle_deadline.min(self.deadline), events.next()).await {
                 Ok(next) => next,
                 Err(_) => {
@@ -1212,23 +1228,21 @@ impl ChatStream {
             };
             let event = match next {
                 None => return self.end(None),
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(SseError::Transport(e))) => {
                     return self.end(Some(error_chain(&e)));
                 }
                 Some(Err(e)) => {
-                    let message = self
-                        .redactor
-                        .redact(&format!("bad event stream from the upstream: {e}"));
-                    return Err(self.fail(FailureKind::Protocol, message));
+                    let (kind, message) = event_failure(&e);
+                    return Err(self.fail(kind, message));
                 }
                 Some(Ok(event)) => event,
             };
-            if event.data == "[DONE]" {
+            if event == "[DONE]" {
                 self.finished = true;
                 self.drain();
                 return Ok(None);
             }
-            match parse_chunk(&event.data, &self.redactor) {
+            match parse_chunk(&event, &self.redactor) {
                 Ok(delta) if delta.is_meaningful() => {
                     self.saw_finish |= delta.finish_reason.is_some();
                     return Ok(Some(delta));
@@ -1285,6 +1299,15 @@ impl ChatStream {
             });
         }
     }
+}
+
+/// The failure for a broken event stream (not a broken connection).
+fn event_failure<E>(e: &SseError<E>) -> (FailureKind, String) {
+    let kind = match e {
+        SseError::TooLarge(_) => FailureKind::EventTooLarge,
+        SseError::Transport(_) | SseError::NotUtf8 => FailureKind::Protocol,
+    };
+    (kind, format!("bad event stream from the upstream: {e}"))
 }
 
 /// Parses one SSE `data` payload into a delta.
@@ -1485,6 +1508,7 @@ mod tests {
             backoff_base: Duration::from_millis(1),
             backoff_max: Duration::from_millis(5),
             max_retry_after: Duration::from_secs(30),
+            max_event_bytes: 1024 * 1024,
         }
     }
 

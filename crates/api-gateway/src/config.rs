@@ -76,13 +76,18 @@ pub struct GatewayArgs {
     /// A Retry-After longer than this is not waited for.
     #[arg(long, env = "MAX_RETRY_AFTER", value_parser = parse_duration, default_value = "30s")]
     pub max_retry_after: Duration,
+    /// The most bytes one upstream SSE event or line may hold; a larger one
+    /// ends the call (UNAVAILABLE, counted as event_too_large).
+    #[arg(long, env = "MAX_SSE_EVENT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    pub max_sse_event_bytes: u64,
     /// Upstream calls at once (keep below the account's limit ÷ replicas).
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_concurrent_requests: u64,
     /// How long a request waits for a free slot.
     #[arg(long, env = "QUEUE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub queue_timeout: Duration,
-    /// Requests per second per client token (0: unlimited).
+    /// Requests per second per client: per verified token with
+    /// AUTH_TOKEN_FILE, else per client address (0: unlimited).
     #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 10.0)]
     pub client_rate_limit: f64,
     /// Burst per client.

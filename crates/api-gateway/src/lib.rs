@@ -6,6 +6,8 @@
 //!
 //! Layout:
 //! * [`upstream`]: the HTTP client (reqwest), SSE, time limits, retries, the key.
+//! * `redact`: finds the key in upstream text (raw, JSON-escaped, cut).
+//! * `sse`: the upstream's events, parsed in bounded memory and time.
 //! * [`limits`]: per-client rate limits and the concurrency limit.
 //! * [`circuit`]: the circuit breaker.
 //! * [`pricing`]: configured models and their prices.
@@ -19,7 +21,9 @@ pub mod circuit;
 pub mod config;
 pub mod limits;
 pub mod pricing;
+mod redact;
 pub mod server;
+mod sse;
 pub mod testing;
 pub mod upstream;
 
@@ -185,6 +189,7 @@ pub async fn run(
             Some((rate, burst)) => ClientLimits::new(rate, burst),
             None => ClientLimits::unlimited(),
         },
+        tokens_verified: config.auth.enabled(),
         concurrency: Concurrency::new(config.max_concurrent, config.queue_timeout),
         circuit: CircuitBreaker::new(config.circuit.0, config.circuit.1),
         reporter: reporter.clone(),
@@ -235,8 +240,10 @@ pub async fn run(
         });
     }
 
+    let service = ApiGatewayServer::new(server::ApiGatewayService::new(Arc::clone(&gateway)))
+        .max_decoding_message_size(server::MAX_REQUEST_BYTES);
     let routes = Routes::new(InterceptedService::new(
-        ApiGatewayServer::new(server::ApiGatewayService::new(Arc::clone(&gateway))),
+        server::SizeLimited::new(service, Arc::clone(&gateway)),
         config.auth.clone(),
     ))
     .prepare();

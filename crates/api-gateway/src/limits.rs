@@ -1,6 +1,7 @@
 //! Per-client request rate limits and the upstream concurrency limit.
 
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,7 +22,7 @@ const MIN_HINT: Duration = Duration::from_millis(1);
 /// treated as one a year).
 const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// The key used for requests without a bearer token.
+/// The key used for requests without a bearer token or a known peer.
 pub const ANONYMOUS: &str = "anonymous";
 
 /// governor's clock, read from [`tokio::time::Instant`] (so a paused tokio
@@ -59,7 +60,8 @@ type KeyedLimiter =
     RateLimiter<String, HashMapStateStore<String>, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// Per-client request rate limits, keyed by a client key (the gateway passes
-/// a hash of the client's bearer token, or "anonymous"; see [`client_key`]).
+/// a hash of the client's verified bearer token, see [`client_key`], or,
+/// when tokens are not verified, its address, see [`peer_key`]).
 ///
 /// Each client has its own bucket of `burst` requests that refills at
 /// `per_second`.
@@ -148,6 +150,24 @@ pub fn client_key(token: Option<&str>) -> String {
             format!("{hash:016x}")
         }
         _ => ANONYMOUS.to_owned(),
+    }
+}
+
+/// A client key from the peer's address, for when bearer tokens are not
+/// verified (an unverified token is whatever the caller makes up, so keying
+/// by it would give every made-up token a bucket of its own).
+///
+/// An IPv6 peer is keyed by its /64, which one host holds whole and can
+/// pick addresses from at will; an IPv4-mapped address counts as IPv4.
+/// "anonymous" when the address is unknown.
+pub fn peer_key(peer: Option<IpAddr>) -> String {
+    match peer.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => format!("ip {v4}"),
+        Some(IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !u128::from(u64::MAX);
+            format!("ip {}/64", std::net::Ipv6Addr::from(network))
+        }
+        None => ANONYMOUS.to_owned(),
     }
 }
 
@@ -341,6 +361,23 @@ mod tests {
         assert_ne!(key, client_key(Some("sk-other-token")));
         assert_eq!(client_key(None), ANONYMOUS);
         assert_eq!(client_key(Some("  ")), ANONYMOUS);
+    }
+
+    #[test]
+    fn peer_keys_group_an_ipv6_host_and_unmap_ipv4() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(peer_key(ip("10.0.0.7")), "ip 10.0.0.7");
+        assert_eq!(peer_key(ip("::ffff:10.0.0.7")), "ip 10.0.0.7");
+        assert_eq!(peer_key(ip("2001:db8:1:2:aaaa::1")), "ip 2001:db8:1:2::/64");
+        assert_eq!(
+            peer_key(ip("2001:db8:1:2:bbbb::9")),
+            peer_key(ip("2001:db8:1:2:aaaa::1"))
+        );
+        assert_ne!(
+            peer_key(ip("2001:db8:1:3::1")),
+            peer_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(peer_key(None), ANONYMOUS);
     }
 
     #[tokio::test]

@@ -58,6 +58,7 @@ async fn main() {
     config.upstream.backoff_base = g.retry_backoff;
     config.upstream.backoff_max = g.retry_backoff_max;
     config.upstream.max_retry_after = g.max_retry_after;
+    config.upstream.max_event_bytes = usize::try_from(g.max_sse_event_bytes).unwrap_or(usize::MAX);
     config.max_concurrent = usize::try_from(g.max_concurrent_requests).unwrap_or(usize::MAX);
     config.queue_timeout = g.queue_timeout;
     config.client_rate =

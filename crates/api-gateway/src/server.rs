@@ -18,11 +18,15 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::circuit::{CircuitBreaker, Ticket};
-use crate::limits::{ClientLimits, Concurrency, Slot, client_key};
+use crate::limits::{ClientLimits, Concurrency, Slot, client_key, peer_key};
 use crate::pricing::Models;
 use crate::upstream::{
     Attempts, ChatStream, Failure, FailureKind, TokenUsage, Upstream, UpstreamBalance,
 };
+
+mod oversized;
+
+pub use oversized::{MAX_REQUEST_BYTES, SizeLimited};
 
 /// Longest accepted model name and message count.
 const MAX_MODEL_LEN: usize = 64;
@@ -38,6 +42,9 @@ pub struct Gateway {
     pub models: Models,
     /// Per-client rate limits.
     pub clients: ClientLimits,
+    /// Client tokens are verified (`AUTH_TOKEN_FILE` is set): rate limits
+    /// apply per token; otherwise per peer address.
+    pub tokens_verified: bool,
     /// At most this many upstream calls at once.
     pub concurrency: Concurrency,
     /// Fails fast while the upstream is failing.
@@ -207,6 +214,16 @@ fn with_retry_hint(code: Code, message: String, wait: Duration) -> Status {
     Status::with_metadata(code, message, metadata)
 }
 
+/// The status for a request over [`MAX_REQUEST_BYTES`]; `detail` is tonic's
+/// account of the sizes.
+fn request_too_large(detail: &str) -> Status {
+    let detail = detail.strip_prefix("Error, ").unwrap_or(detail);
+    Status::resource_exhausted(format!(
+        "the request is over the gateway's size limit of {MAX_REQUEST_BYTES} bytes ({detail}); \
+         send a shorter prompt"
+    ))
+}
+
 /// The status a client sees for an upstream failure, the status reported,
 /// and whether it says the upstream is unhealthy.
 fn map_failure(failure: &Failure) -> (Status, ApiStatus, Option<bool>) {
@@ -236,7 +253,7 @@ fn map_failure(failure: &Failure) -> (Status, ApiStatus, Option<bool>) {
             ApiStatus::RateLimited,
             None,
         ),
-        FailureKind::Server | FailureKind::Protocol => (
+        FailureKind::Server | FailureKind::Protocol | FailureKind::EventTooLarge => (
             Status::unavailable(message),
             ApiStatus::ServerError,
             Some(false),
@@ -356,11 +373,21 @@ struct Admitted {
 }
 
 impl ApiGatewayService {
+    /// Whom the rate limit of `request` applies to: its token when tokens
+    /// are verified, else its peer (a token anyone can make up is no client).
+    fn client<T>(&self, request: &Request<T>) -> String {
+        if self.gateway.tokens_verified {
+            client_key(bearer(request.metadata()))
+        } else {
+            peer_key(request.remote_addr().map(|addr| addr.ip()))
+        }
+    }
+
     /// The per-client rate limit, for calls that report no `ApiCall`.
-    fn limit_client(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    fn limit_client<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.gateway
             .clients
-            .check(&client_key(bearer(metadata)))
+            .check(&self.client(request))
             .map_err(|wait| {
                 with_retry_hint(
                     Code::ResourceExhausted,
@@ -381,7 +408,7 @@ impl ApiGatewayService {
         streaming: bool,
     ) -> Result<Admitted, Status> {
         let gateway = &self.gateway;
-        let client = client_key(bearer(request.metadata()));
+        let client = self.client(&request);
         let request = request.into_inner();
         let model_hint = if request.model.is_empty() {
             gateway.models.default_model().to_owned()
@@ -599,7 +626,7 @@ impl ApiGateway for ApiGatewayService {
         &self,
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        self.limit_client(request.metadata())?;
+        self.limit_client(&request)?;
         let listed = self
             .gateway
             .upstream
@@ -628,7 +655,7 @@ impl ApiGateway for ApiGatewayService {
         &self,
         request: Request<GetBalanceRequest>,
     ) -> Result<Response<GetBalanceResponse>, Status> {
-        self.limit_client(request.metadata())?;
+        self.limit_client(&request)?;
         let balance = self
             .gateway
             .balance_now()

@@ -53,6 +53,16 @@ pub enum Reply {
         /// The body.
         body: String,
     },
+    /// Any status with this `Content-Type` (sent as is, so it may be
+    /// nonsense) and body.
+    Body {
+        /// The HTTP status.
+        status: u16,
+        /// The `Content-Type` header value.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
     /// Accept the request and never answer (until the fake stops).
     Hang,
 }
@@ -72,6 +82,12 @@ pub enum Sse {
     Pause(Duration),
     /// End abruptly: the connection is cut without finishing the body.
     Close,
+    /// These bytes as they are (say, `data: ` without the rest of its line).
+    Raw(String),
+    /// These bytes over and over, as fast as the reader takes them, until
+    /// it goes away or the fake stops: a line or a keep-alive flood that
+    /// never ends.
+    Endless(String),
 }
 
 /// A `/chat/completions` request as received.
@@ -168,6 +184,11 @@ enum Prepared {
         body: Bytes,
         json: bool,
     },
+    Body {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
     Hang,
 }
 
@@ -175,7 +196,12 @@ enum Segment {
     Bytes(Bytes),
     Pause(Duration),
     Close,
+    Endless(Bytes),
 }
+
+/// The least an [`Sse::Endless`] pattern is repeated to per write, so a
+/// flood is not slowed by tiny writes.
+const FLOOD_CHUNK: usize = 64 * 1024;
 
 fn prepare(reply: Reply) -> Prepared {
     match reply {
@@ -188,6 +214,15 @@ fn prepare(reply: Reply) -> Prepared {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             retry_after: retry_after.and_then(|v| HeaderValue::from_str(&v).ok()),
             json: body.trim_start().starts_with('{'),
+            body: Bytes::from(body),
+        },
+        Reply::Body {
+            status,
+            content_type,
+            body,
+        } => Prepared::Body {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            content_type: HeaderValue::from_str(&content_type).ok(),
             body: Bytes::from(body),
         },
         Reply::Hang => Prepared::Hang,
@@ -236,6 +271,12 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
             Sse::Close => {
                 flush(&mut buffer, &mut segments);
                 segments.push(Segment::Close);
+            }
+            Sse::Raw(text) => buffer.extend_from_slice(text.as_bytes()),
+            Sse::Endless(pattern) => {
+                flush(&mut buffer, &mut segments);
+                let times = FLOOD_CHUNK.div_ceil(pattern.len().max(1));
+                segments.push(Segment::Endless(Bytes::from(pattern.repeat(times))));
             }
         }
     }
@@ -500,6 +541,20 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             }
             response
         }
+        Prepared::Body {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut response = Response::new(Body::from(body.clone()));
+            *response.status_mut() = *status;
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, content_type.clone());
+            }
+            response
+        }
         Prepared::Stream {
             aggregate, pause, ..
         } if !stream => {
@@ -523,6 +578,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                             Segment::Bytes(bytes) => {
                                 return Some((Ok::<_, io::Error>(bytes.clone()), index + 1));
                             }
+                            Segment::Endless(bytes) => return Some((Ok(bytes.clone()), index)),
                             Segment::Pause(d) => {
                                 tokio::time::sleep(*d).await;
                                 index += 1;

@@ -6,20 +6,29 @@
 //! for both; the caller aggregates unary answers.
 //!
 //! Time limits: reqwest gets only a connect timeout (its `.timeout()` would
-//! cut long streams). The first meaningful chunk must arrive within
+//! cut long streams). The first meaningful chunk (content, reasoning content,
+//! finish reason or usage) must arrive within
 //! [`UpstreamConfig::first_token_timeout`] of the attempt's start; after that,
-//! real SSE events (with data) must come at most
-//! [`UpstreamConfig::idle_timeout`] apart — `: keep-alive` comments and blank
-//! lines never count as progress. The whole call, all attempts included, ends
-//! at the deadline (the shorter of [`UpstreamConfig::total_timeout`] and the
-//! caller's).
+//! meaningful chunks must come at most [`UpstreamConfig::idle_timeout`]
+//! apart — `: keep-alive` comments, blank lines, events that carry nothing
+//! and bytes that do not complete an event never count as progress. The
+//! whole call, all attempts included, ends at the deadline (the shorter of
+//! [`UpstreamConfig::total_timeout`] and the caller's).
+//!
+//! Events are parsed in bounded memory and time (the `sse` module): none may
+//! exceed [`UpstreamConfig::max_event_bytes`] ([`FailureKind::EventTooLarge`]),
+//! and a flood of bytes yields to other tasks and to the time limits.
 //!
 //! Retries happen only before the first meaningful chunk, on 429, 500, 502,
 //! 503, 504, connection errors, connect timeouts and first-token timeouts.
 //!
 //! The API key never appears in a [`Failure`], in `Debug` output or in a log
-//! line: upstream error text has every occurrence replaced by `[redacted]`,
-//! and the `Authorization` header is marked sensitive and never logged.
+//! line: every text taken from the upstream (bodies, headers, events, balance
+//! fields) goes through the `redact` module before it is cut or quoted, which
+//! replaces the key, raw or JSON-escaped, and a piece of it left at the end
+//! of a body read only up to a limit; a balance currency holding a piece of
+//! the key is refused. The `Authorization` header is marked sensitive and
+//! never logged.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,12 +38,14 @@ use std::time::{Duration, SystemTime};
 
 use automation_proto::v1::RetryReason;
 use automation_telemetry::client::error_chain;
-use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
+
+use crate::redact::{Redactor, bounded};
+use crate::sse::{Events, SseError};
 
 /// Longest upstream error text quoted in a [`Failure`] message, in characters.
 const MAX_ERROR_TEXT: usize = 500;
@@ -87,6 +98,10 @@ pub struct UpstreamConfig {
     /// A `Retry-After` longer than this is not waited for: the failure is
     /// returned with [`Failure::retry_after`] set. 30 s by default.
     pub max_retry_after: Duration,
+    /// The most bytes one SSE event (its data) or one line may hold; a
+    /// larger one ends the call with [`FailureKind::EventTooLarge`]. 1 MiB
+    /// by default, far above any real chunk.
+    pub max_event_bytes: usize,
 }
 
 impl UpstreamConfig {
@@ -134,6 +149,7 @@ impl Default for UpstreamConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(30),
+            max_event_bytes: 1024 * 1024,
         }
     }
 }
@@ -374,6 +390,8 @@ pub enum FailureKind {
     Connection,
     /// Bad SSE or JSON, an unexpected answer, or a stream that ended early.
     Protocol,
+    /// An SSE event (or line) over [`UpstreamConfig::max_event_bytes`].
+    EventTooLarge,
     /// No API key is configured.
     NoKey,
 }
@@ -381,7 +399,7 @@ pub enum FailureKind {
 impl FailureKind {
     /// A short machine-readable name: `bad_request`, `unauthorized`,
     /// `payment_required`, `rate_limited`, `server_error`, `timeout`,
-    /// `connection`, `protocol` or `no_key`.
+    /// `connection`, `protocol`, `event_too_large` or `no_key`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -392,6 +410,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
             Self::Protocol => "protocol",
+            Self::EventTooLarge => "event_too_large",
             Self::NoKey => "no_key",
         }
     }
@@ -556,7 +575,8 @@ impl fmt::Debug for Upstream {
     }
 }
 
-type EventBox = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+/// The `data` of each upstream event.
+type EventBox = Pin<Box<dyn Stream<Item = Result<String, SseError<reqwest::Error>>> + Send>>;
 
 /// A failed attempt, before the retry decision.
 struct AttemptError {
@@ -657,7 +677,7 @@ impl Upstream {
         let config = &self.inner.config;
         let mut attempts = Attempts::default();
 
-        let (key, auth) = self.auth()?;
+        let (redactor, auth) = self.auth()?;
         let Value::Object(mut map) = body else {
             return Err(AttemptError::new(
                 FailureKind::BadRequest,
@@ -687,7 +707,7 @@ impl Upstream {
         loop {
             attempts.attempts += 1;
             let err = match self
-                .attempt(&key, &auth, &payload, start, deadline, &mut attempts)
+                .attempt(&redactor, &auth, &payload, start, deadline, &mut attempts)
                 .await
             {
                 Ok(stream) => {
@@ -771,6 +791,7 @@ impl Upstream {
     /// and `total_timeout` apply.
     pub async fn balance(&self) -> Result<UpstreamBalance, Failure> {
         let value = self.get_json(&self.inner.balance_url).await?;
+        let redactor = self.redactor();
         let Some(is_available) = value.get("is_available").and_then(Value::as_bool) else {
             return Err(self.protocol_once("the upstream's balance has no \"is_available\""));
         };
@@ -797,12 +818,12 @@ impl Upstream {
                         .ok_or_else(|| {
                             self.protocol_once(&format!(
                                 "bad balance amount {field}: {:?}",
-                                bounded(s, 50)
+                                redactor.cut(s, 50)
                             ))
                         }),
                     Some(other) => Err(self.protocol_once(&format!(
                         "bad balance amount {field}: {}",
-                        bounded(&other.to_string(), 50)
+                        redactor.cut(&other.to_string(), 50)
                     ))),
                 }
             };
@@ -810,13 +831,22 @@ impl Upstream {
                 .get("currency")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            // A label value: short, or refused rather than passed on.
+            // A label value (and a field of GetBalance): refused rather than
+            // passed on when it holds a piece of the key, and then not quoted.
+            if redactor.leaks(currency) {
+                return Err(self.protocol_once(
+                    "the upstream's balance names a currency that holds (part of) the API key",
+                ));
+            }
+            // Short, or refused rather than passed on.
             if currency.is_empty()
                 || currency.len() > 16
                 || !currency.chars().all(|c| c.is_ascii_alphanumeric())
             {
-                return Err(self
-                    .protocol_once(&format!("bad balance currency {:?}", bounded(currency, 20))));
+                return Err(self.protocol_once(&format!(
+                    "bad balance currency {:?}",
+                    redactor.cut(currency, 20)
+                )));
             }
             balances.push(CurrencyBalance {
                 currency: currency.to_owned(),
@@ -831,8 +861,9 @@ impl Upstream {
         })
     }
 
-    /// The key and its `Authorization` header value (marked sensitive).
-    fn auth(&self) -> Result<(Arc<str>, HeaderValue), Failure> {
+    /// The key's redactor and its `Authorization` header value (marked
+    /// sensitive).
+    fn auth(&self) -> Result<(Redactor, HeaderValue), Failure> {
         let once = Attempts::default();
         let Some(key) = self.inner.key.get() else {
             return Err(AttemptError::new(
@@ -851,7 +882,7 @@ impl Upstream {
             .into_failure(once));
         };
         auth.set_sensitive(true);
-        Ok((key, auth))
+        Ok((Redactor::new(&key), auth))
     }
 
     /// Full-jitter exponential backoff before retry number `retry` (from 0).
@@ -873,7 +904,7 @@ impl Upstream {
     /// chunk.
     async fn attempt(
         &self,
-        key: &str,
+        redactor: &Redactor,
         auth: &HeaderValue,
         payload: &[u8],
         start: Instant,
@@ -912,7 +943,7 @@ impl Upstream {
             .body(payload.to_vec());
         let response = match timeout_at(first_token_deadline, request.send()).await {
             Err(_) => return Err(timed_out()),
-            Ok(Err(e)) => return Err(self.send_error(&e, key)),
+            Ok(Err(e)) => return Err(self.send_error(&e, redactor)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -920,7 +951,7 @@ impl Upstream {
             attempts.rate_limited += 1;
         }
         if !status.is_success() {
-            return Err(http_error(response, first_token_deadline, key).await);
+            return Err(http_error(response, first_token_deadline, redactor).await);
         }
         if let Some(content_type) = response.headers().get(CONTENT_TYPE) {
             let content_type = content_type.to_str().unwrap_or_default();
@@ -929,14 +960,17 @@ impl Upstream {
                     FailureKind::Protocol,
                     format!(
                         "the upstream answered with Content-Type {:?} instead of an event stream",
-                        bounded(content_type, 100)
+                        redactor.cut(content_type, 100)
                     ),
                     None,
                 ));
             }
         }
 
-        let mut events: EventBox = Box::pin(response.bytes_stream().eventsource());
+        let mut events: EventBox = Box::pin(Events::new(
+            Box::pin(response.bytes_stream()),
+            config.max_event_bytes,
+        ));
         loop {
             let next = match timeout_at(first_token_deadline, events.next()).await {
                 Err(_) => return Err(timed_out()),
@@ -950,36 +984,30 @@ impl Upstream {
                         None,
                     ));
                 }
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(SseError::Transport(e))) => {
                     return Err(AttemptError::new(
                         FailureKind::Connection,
-                        scrub(
-                            &format!(
-                                "the upstream connection broke before the first token: {}",
-                                error_chain(&e)
-                            ),
-                            key,
-                        ),
+                        redactor.redact(&format!(
+                            "the upstream connection broke before the first token: {}",
+                            error_chain(&e)
+                        )),
                         Some(RetryReason::Connection),
                     ));
                 }
                 Some(Err(e)) => {
-                    return Err(AttemptError::new(
-                        FailureKind::Protocol,
-                        scrub(&format!("bad event stream from the upstream: {e}"), key),
-                        None,
-                    ));
+                    let (kind, message) = event_failure(&e);
+                    return Err(AttemptError::new(kind, message, None));
                 }
                 Some(Ok(event)) => event,
             };
-            if event.data == "[DONE]" {
+            if event == "[DONE]" {
                 return Err(AttemptError::new(
                     FailureKind::Protocol,
                     "the upstream stream ended ([DONE]) before the first token".to_owned(),
                     None,
                 ));
             }
-            let delta = match parse_chunk(&event.data, key) {
+            let delta = match parse_chunk(&event, redactor) {
                 Ok(delta) => delta,
                 Err(ChunkError::Upstream(message)) => {
                     return Err(AttemptError::new(
@@ -1001,7 +1029,7 @@ impl Upstream {
                     idle_timeout: config.idle_timeout,
                     deadline,
                     deadline_message: deadline_message(start, deadline),
-                    key: Arc::from(key),
+                    redactor: redactor.clone(),
                     saw_finish: false,
                     finished: false,
                 });
@@ -1010,7 +1038,7 @@ impl Upstream {
     }
 
     /// Classifies an error from `send()`.
-    fn send_error(&self, e: &reqwest::Error, key: &str) -> AttemptError {
+    fn send_error(&self, e: &reqwest::Error, redactor: &Redactor) -> AttemptError {
         if e.is_timeout() {
             AttemptError::new(
                 FailureKind::Timeout,
@@ -1023,38 +1051,38 @@ impl Upstream {
         } else if e.is_connect() {
             AttemptError::new(
                 FailureKind::Connection,
-                scrub(
-                    &format!("cannot connect to the upstream: {}", error_chain(e)),
-                    key,
-                ),
+                redactor.redact(&format!(
+                    "cannot connect to the upstream: {}",
+                    error_chain(e)
+                )),
                 Some(RetryReason::Connection),
             )
         } else {
             AttemptError::new(
                 FailureKind::Connection,
-                scrub(
-                    &format!("the upstream request failed: {}", error_chain(e)),
-                    key,
-                ),
+                redactor.redact(&format!("the upstream request failed: {}", error_chain(e))),
                 Some(RetryReason::Connection),
             )
         }
     }
 
+    /// A redactor for the key as configured now.
+    fn redactor(&self) -> Redactor {
+        Redactor::new(self.inner.key.get().as_deref().unwrap_or_default())
+    }
+
     /// A protocol failure of a one-attempt call (models, balance).
     fn protocol_once(&self, message: &str) -> Failure {
-        let key = self.inner.key.get().unwrap_or_else(|| Arc::from(""));
-        AttemptError::new(FailureKind::Protocol, scrub(message, &key), None).into_failure(
-            Attempts {
+        AttemptError::new(FailureKind::Protocol, self.redactor().redact(message), None)
+            .into_failure(Attempts {
                 attempts: 1,
                 ..Attempts::default()
-            },
-        )
+            })
     }
 
     /// `GET url` as JSON, one attempt.
     async fn get_json(&self, url: &Url) -> Result<Value, Failure> {
-        let (key, auth) = self.auth()?;
+        let (redactor, auth) = self.auth()?;
         let mut attempts = Attempts {
             attempts: 1,
             ..Attempts::default()
@@ -1076,7 +1104,7 @@ impl Upstream {
         };
         let response = match timeout_at(deadline, request.send()).await {
             Err(_) => return Err(timeout().into_failure(attempts)),
-            Ok(Err(e)) => return Err(self.send_error(&e, &key).into_failure(attempts)),
+            Ok(Err(e)) => return Err(self.send_error(&e, &redactor).into_failure(attempts)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -1084,7 +1112,7 @@ impl Upstream {
             attempts.rate_limited += 1;
         }
         if !status.is_success() {
-            return Err(http_error(response, deadline, &key)
+            return Err(http_error(response, deadline, &redactor)
                 .await
                 .into_failure(attempts));
         }
@@ -1094,10 +1122,7 @@ impl Upstream {
             Err(ReadError::Transport(message)) => {
                 return Err(AttemptError::new(
                     FailureKind::Connection,
-                    scrub(
-                        &format!("reading the upstream's answer failed: {message}"),
-                        &key,
-                    ),
+                    redactor.redact(&format!("reading the upstream's answer failed: {message}")),
                     None,
                 )
                 .into_failure(attempts));
@@ -1127,7 +1152,7 @@ pub struct ChatStream {
     idle_timeout: Duration,
     deadline: Instant,
     deadline_message: String,
-    key: Arc<str>,
+    redactor: Redactor,
     saw_finish: bool,
     finished: bool,
 }
@@ -1186,8 +1211,10 @@ impl ChatStream {
         let Some(events) = self.events.as_mut() else {
             return Ok(None);
         };
+        // Only a meaningful delta is progress: events that carry nothing do
+        // not put the idle deadline off.
+        let idle_deadline = Instant::now() + self.idle_timeout;
         loop {
-            let idle_deadline = Instant::now() + self.idle_timeout;
             let next = match timeout_at(idle_deadline.min(self.deadline), events.next()).await {
                 Ok(next) => next,
                 Err(_) => {
@@ -1201,24 +1228,21 @@ impl ChatStream {
             };
             let event = match next {
                 None => return self.end(None),
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(SseError::Transport(e))) => {
                     return self.end(Some(error_chain(&e)));
                 }
                 Some(Err(e)) => {
-                    let message = scrub(
-                        &format!("bad event stream from the upstream: {e}"),
-                        &self.key,
-                    );
-                    return Err(self.fail(FailureKind::Protocol, message));
+                    let (kind, message) = event_failure(&e);
+                    return Err(self.fail(kind, message));
                 }
                 Some(Ok(event)) => event,
             };
-            if event.data == "[DONE]" {
+            if event == "[DONE]" {
                 self.finished = true;
                 self.drain();
                 return Ok(None);
             }
-            match parse_chunk(&event.data, &self.key) {
+            match parse_chunk(&event, &self.redactor) {
                 Ok(delta) if delta.is_meaningful() => {
                     self.saw_finish |= delta.finish_reason.is_some();
                     return Ok(Some(delta));
@@ -1243,7 +1267,7 @@ impl ChatStream {
         }
         let mut message = "the upstream stream ended before the answer finished".to_owned();
         if let Some(cause) = cause {
-            message = scrub(&format!("{message}: {cause}"), &self.key);
+            message = self.redactor.redact(&format!("{message}: {cause}"));
         }
         Err(self.fail(FailureKind::Protocol, message))
     }
@@ -1277,24 +1301,27 @@ impl ChatStream {
     }
 }
 
+/// The failure for a broken event stream (not a broken connection).
+fn event_failure<E>(e: &SseError<E>) -> (FailureKind, String) {
+    let kind = match e {
+        SseError::TooLarge(_) => FailureKind::EventTooLarge,
+        SseError::Transport(_) | SseError::NotUtf8 => FailureKind::Protocol,
+    };
+    (kind, format!("bad event stream from the upstream: {e}"))
+}
+
 /// Parses one SSE `data` payload into a delta.
-fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
+fn parse_chunk(data: &str, redactor: &Redactor) -> Result<Delta, ChunkError> {
     let value: Value = serde_json::from_str(data).map_err(|e| {
-        ChunkError::Bad(scrub(
-            &format!(
-                "bad JSON chunk from the upstream ({e}): {}",
-                bounded(&scrub(data, key), 200)
-            ),
-            key,
+        ChunkError::Bad(format!(
+            "bad JSON chunk from the upstream ({e}): {}",
+            redactor.cut(data, 200)
         ))
     })?;
     let Value::Object(chunk) = &value else {
-        return Err(ChunkError::Bad(scrub(
-            &format!(
-                "a chunk from the upstream is not an object: {}",
-                bounded(&scrub(data, key), 200)
-            ),
-            key,
+        return Err(ChunkError::Bad(format!(
+            "a chunk from the upstream is not an object: {}",
+            redactor.cut(data, 200)
         )));
     };
     if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
@@ -1302,12 +1329,9 @@ fn parse_chunk(data: &str, key: &str) -> Result<Delta, ChunkError> {
             .get("message")
             .and_then(Value::as_str)
             .map_or_else(|| error.to_string(), str::to_owned);
-        return Err(ChunkError::Upstream(scrub(
-            &format!(
-                "upstream error in the stream: {}",
-                bounded(&scrub(&text, key), MAX_ERROR_TEXT)
-            ),
-            key,
+        return Err(ChunkError::Upstream(format!(
+            "upstream error in the stream: {}",
+            redactor.cut(&text, MAX_ERROR_TEXT)
         )));
     }
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -1362,7 +1386,11 @@ async fn read_bounded(
 
 /// Turns an HTTP error answer into an attempt error, reading (part of) its
 /// body for the upstream's message.
-async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -> AttemptError {
+async fn http_error(
+    response: reqwest::Response,
+    deadline: Instant,
+    redactor: &Redactor,
+) -> AttemptError {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -1378,9 +1406,7 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
         status.as_u16(),
         status.canonical_reason().unwrap_or("error")
     );
-    // Remove the key before anything is cut, so no part of it survives a cut.
-    let body = scrub(&String::from_utf8_lossy(&body), key);
-    if let Some(detail) = error_detail(body.as_bytes()) {
+    if let Some(detail) = error_detail(&body, body.len() >= MAX_ERROR_BODY, redactor) {
         message.push_str(": ");
         message.push_str(&detail);
     }
@@ -1397,7 +1423,7 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
     };
     AttemptError {
         kind,
-        message: scrub(&message, key),
+        message,
         retry,
         retry_after,
         status: Some(code),
@@ -1405,8 +1431,9 @@ async fn http_error(response: reqwest::Response, deadline: Instant, key: &str) -
 }
 
 /// The upstream's explanation in an error body: `error.message` (or a
-/// top-level `message`) of a JSON body, else the body's text; bounded.
-fn error_detail(body: &[u8]) -> Option<String> {
+/// top-level `message`) of a JSON body, else the body's text; redacted, then
+/// bounded. `cut_off`: the body was read only up to a limit.
+fn error_detail(body: &[u8], cut_off: bool, redactor: &Redactor) -> Option<String> {
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         let message = value
             .pointer("/error/message")
@@ -1414,10 +1441,15 @@ fn error_detail(body: &[u8]) -> Option<String> {
             .or_else(|| value.get("error").filter(|e| e.is_string()))
             .and_then(Value::as_str);
         if let Some(message) = message.map(str::trim).filter(|m| !m.is_empty()) {
-            return Some(bounded(message, MAX_ERROR_TEXT));
+            return Some(redactor.cut(message, MAX_ERROR_TEXT));
         }
     }
     let text = String::from_utf8_lossy(body);
+    let text = if cut_off {
+        redactor.redact_cut_off(&text)
+    } else {
+        redactor.redact(&text)
+    };
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     (!text.is_empty()).then(|| bounded(&text, MAX_ERROR_TEXT))
 }
@@ -1436,23 +1468,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         when.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-/// Replaces every occurrence of `key` in `text` by `[redacted]`.
-fn scrub(text: &str, key: &str) -> String {
-    if key.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(key, "[redacted]")
-    }
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn bounded(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-    }
 }
 
 fn deadline_message(start: Instant, deadline: Instant) -> String {
@@ -1493,6 +1508,7 @@ mod tests {
             backoff_base: Duration::from_millis(1),
             backoff_max: Duration::from_millis(5),
             max_retry_after: Duration::from_secs(30),
+            max_event_bytes: 1024 * 1024,
         }
     }
 
@@ -1909,7 +1925,7 @@ mod tests {
             "{}",
             failure.message
         );
-        assert!(parse_chunk("{nope", KEY).is_err());
+        assert!(parse_chunk("{nope", &Redactor::new(KEY)).is_err());
         fake.stop().await;
     }
 
@@ -2182,9 +2198,6 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(120)), "120s");
         assert_eq!(fmt_duration(Duration::from_millis(300)), "300ms");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(bounded("abcdef", 3), "abc…");
-        assert_eq!(bounded("abc", 3), "abc");
-        assert_eq!(scrub("a KEY b KEY", "KEY"), "a [redacted] b [redacted]");
         assert_eq!(FailureKind::Server.as_str(), "server_error");
         assert_eq!(FailureKind::NoKey.to_string(), "no_key");
         let upstream = Upstream::new(

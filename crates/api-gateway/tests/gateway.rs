@@ -740,3 +740,246 @@ async fn no_part_of_the_key_survives_a_cut_error_text() {
     assert!(!error.message().contains(&KEY[..8]), "{}", error.message());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_prompt_is_resource_exhausted_and_counted() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    reporting(&mut c, &collector);
+    let mut gw = Gateway::start(c).await;
+    let huge = "x".repeat(5 * 1024 * 1024);
+    for streaming in [false, true] {
+        let refused = if streaming {
+            gw.stream(&huge).await.1.expect("refused")
+        } else {
+            gw.chat(&huge).await.unwrap_err()
+        };
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains("4194304"),
+            "names the limit: {}",
+            refused.message()
+        );
+    }
+    assert!(upstream.requests().is_empty(), "nothing went upstream");
+    // The gateway still answers a prompt within the limit.
+    gw.chat("small").await.unwrap();
+    let errors = |m: &Samples| {
+        m.get("deepseek_api_errors_total", &{
+            let mut l = labels(("model", "other"));
+            l.push(("kind", "request_too_large"));
+            l
+        })
+    };
+    let m = collector
+        .eventually("the refusals counted", |m| errors(m) == Some(2.0))
+        .await;
+    assert_eq!(
+        m.value("deepseek_api_calls_total", &{
+            let mut l = labels(("model", "other"));
+            l.push(("status", "invalid"));
+            l
+        }),
+        2.0
+    );
+    gw.stop().await;
+    collector.stop().await;
+}
+
+/// Calls `ChatCompletion` presenting `token`.
+async fn chat_as(gw: &mut Gateway, token: &str) -> Result<v1::ChatResponse, tonic::Status> {
+    let mut request = tonic::Request::new(ask("x"));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    within("a chat call", gw.client.chat_completion(request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn without_client_tokens_made_up_tokens_share_their_peers_rate_limit() {
+    let upstream = FakeUpstream::start().await;
+    let mut c = config(&upstream);
+    c.client_rate = Some((0.1, 2));
+    let mut gw = Gateway::start(c).await;
+    chat_as(&mut gw, "made-up-1").await.unwrap();
+    chat_as(&mut gw, "made-up-2").await.unwrap();
+    // Unverified tokens say nothing about who calls: a new one is no new client.
+    for token in ["made-up-3", "made-up-4"] {
+        let limited = chat_as(&mut gw, token).await.unwrap_err();
+        assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    }
+    let limited = gw.chat("no token").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert_eq!(upstream.requests().len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn with_client_tokens_each_verified_token_has_its_own_rate_limit() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "token-a\ntoken-b\n").unwrap();
+    let mut c = config(&upstream);
+    c.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    c.client_rate = Some((0.1, 2));
+    let mut gw = Gateway::start(c).await;
+    chat_as(&mut gw, "token-a").await.unwrap();
+    chat_as(&mut gw, "token-a").await.unwrap();
+    let limited = chat_as(&mut gw, "token-a").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    // Another verified client on the same address has its own bucket.
+    chat_as(&mut gw, "token-b").await.unwrap();
+    chat_as(&mut gw, "token-b").await.unwrap();
+    assert_eq!(upstream.requests().len(), 4);
+    gw.stop().await;
+}
+
+/// The call's error, whether it came at once or in the stream.
+async fn stream_error(gw: &mut Gateway) -> tonic::Status {
+    let (_, error) = gw.stream("x").await;
+    error.expect("the stream ends with an error")
+}
+
+#[tokio::test]
+async fn a_never_ending_data_line_ends_at_the_event_size_limit() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::Raw("data: ".to_owned()),
+        Sse::Endless("x".to_owned()),
+    ]));
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("a ")),
+        Sse::Raw("data: ".to_owned()),
+        Sse::Endless("y".to_owned()),
+    ]));
+    let mut gw = Gateway::start(config(&upstream)).await;
+    for expected_chunks in [0, 1] {
+        let (chunks, error) = gw.stream("x").await;
+        assert_eq!(chunks.len(), expected_chunks);
+        let error = error.expect("the stream ends with an error");
+        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        assert!(
+            error.message().contains("1048576") && error.message().contains("MAX_SSE_EVENT_BYTES"),
+            "names the limit: {}",
+            error.message()
+        );
+    }
+    assert_eq!(upstream.requests().len(), 2, "not retried");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_event_is_refused_naming_the_limit_and_counted() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk(&"z".repeat(8 * 1024 * 1024))),
+        Sse::Data(finish_chunk("stop")),
+        Sse::Done,
+    ]));
+    let mut c = config(&upstream);
+    reporting(&mut c, &collector);
+    let mut gw = Gateway::start(c).await;
+    let error = stream_error(&mut gw).await;
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    assert!(error.message().contains("1048576"), "{}", error.message());
+    collector
+        .eventually("the error counted", |m| {
+            m.get("deepseek_api_errors_total", &{
+                let mut l = labels(("model", "deepseek-chat"));
+                l.push(("kind", "event_too_large"));
+                l
+            }) == Some(1.0)
+        })
+        .await;
+    gw.stop().await;
+    collector.stop().await;
+}
+
+#[tokio::test]
+async fn deadlines_fire_while_bytes_that_are_no_events_keep_coming() {
+    let upstream = FakeUpstream::start().await;
+    // Before the first token: keep-alives and blank lines, endlessly.
+    upstream.push(Reply::Stream(vec![Sse::Endless(
+        ": keep-alive\n\n".to_owned(),
+    )]));
+    upstream.push(Reply::Stream(vec![Sse::Endless("\n".to_owned())]));
+    // After it: the same, and events that carry nothing.
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("a ")),
+        Sse::Endless(": keep-alive\n\n".to_owned()),
+    ]));
+    upstream.push(Reply::Stream(vec![
+        Sse::Data(chunk("a ")),
+        Sse::Endless(format!("data: {}\n\n", serde_json::json!({"choices": []}))),
+    ]));
+    let mut c = config(&upstream);
+    c.upstream.first_token_timeout = Duration::from_secs(1);
+    c.upstream.idle_timeout = Duration::from_secs(1);
+    c.upstream.max_attempts = 1;
+    let mut gw = Gateway::start(c).await;
+    for what in [
+        "no first token",
+        "no first token",
+        "no stream event",
+        "no stream event",
+    ] {
+        let started = std::time::Instant::now();
+        let error = stream_error(&mut gw).await;
+        assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+        assert!(
+            error.message().contains(what),
+            "{what}: {}",
+            error.message()
+        );
+        // The upstream would go on for ever: the deadline, not it, ended the call.
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_unrelated_chat_completes_while_a_hostile_stream_floods() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::Stream(vec![
+        Sse::Raw("data: ".to_owned()),
+        Sse::Endless("x".repeat(1000)),
+    ]));
+    upstream.push(Reply::Stream(vec![Sse::Endless(
+        ": keep-alive\n\n".to_owned(),
+    )]));
+    let mut c = config(&upstream);
+    c.upstream.first_token_timeout = Duration::from_secs(4);
+    c.upstream.max_attempts = 1;
+    let mut gw = Gateway::start(c).await;
+    let mut hostile = Vec::new();
+    for _ in 0..2 {
+        let mut client = gw.client.clone();
+        hostile.push(tokio::spawn(async move {
+            client.chat_completion(ask("hostile")).await
+        }));
+    }
+    within("the hostile calls reach the upstream", async {
+        while upstream.request_count() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let fine = gw.chat("meanwhile").await.unwrap();
+    assert_eq!(fine.content, "Hello!");
+    for call in hostile {
+        let error = within("a hostile call ends", call)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(error.code(), Code::Unavailable | Code::DeadlineExceeded),
+            "{error:?}"
+        );
+    }
+    gw.stop().await;
+}

@@ -115,6 +115,20 @@ pub enum Error {
     Serve(#[from] ServeError),
 }
 
+impl Error {
+    /// Whether this is bad configuration (DESIGN §3, §7: exit code 64): a
+    /// repository path that cannot be used, a database of a newer version
+    /// or of another application, a reporter that cannot be set up.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Repository { .. } => true,
+            Self::Database(e) => e.is_fatal(),
+            Self::Reporter(e) => !matches!(e, ReporterError::NoRuntime),
+            Self::Bridge(_) | Self::Serve(_) => false,
+        }
+    }
+}
+
 /// A running audit-agent's handles, for the stack and tests.
 #[derive(Debug, Clone)]
 pub struct Handles {

@@ -53,6 +53,51 @@ fn a_bad_configuration_prints_one_line_and_exits_64() {
     }
 }
 
+/// A database written by a newer audit-agent, or some other application's,
+/// is bad configuration for this one (DESIGN §7): one line, exit 64, and
+/// the file is left as it was.
+#[test]
+fn a_newer_or_foreign_database_exits_64_untouched() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let newer = dir.path().join("newer.db");
+    {
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.execute_batch(
+            "PRAGMA application_id = 1096107073; PRAGMA user_version = 99;
+             CREATE TABLE reports (id INTEGER PRIMARY KEY);",
+        )
+        .unwrap();
+    }
+    let foreign = dir.path().join("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
+            .unwrap();
+    }
+    for (database, mentions) in [
+        (&newer, "schema version 99"),
+        (&foreign, "not an audit-agent database"),
+    ] {
+        let before = std::fs::read(database).unwrap();
+        let out = Command::new(BIN)
+            .env("REPO_PATH", repo.path())
+            .env("DATABASE_PATH", database)
+            .env("GRPC_LISTEN", "127.0.0.1:0")
+            .env("HTTP_LISTEN", "127.0.0.1:0")
+            .env("COLLECTOR_ENDPOINT", "http://127.0.0.1:9")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{}: {err}", database.display());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(mentions), "{err}");
+        assert!(err.contains(&*database.to_string_lossy()), "{err}");
+        assert_eq!(std::fs::read(database).unwrap(), before, "left untouched");
+    }
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
         .args(args)

@@ -7,11 +7,22 @@
 //! written by a newer binary is refused with a clear message, never altered,
 //! so rolling back a deployment is safe. A file that is not ours (another
 //! application's database, a corrupt file) is never written to.
+//!
+//! Every open runs SQLite's quick integrity check before anything is
+//! written; a file that fails it is refused, with the reason, until the file
+//! changes (a restored backup), so the agent stays unready rather than fail
+//! every audit "malformed". Any error drops the connection, so a file
+//! damaged while the agent runs is checked at the next use.
+//!
+//! Background work (health checks) never waits for the connection while
+//! an audit uses it, and waits at most [`BRIEF_BUSY_TIMEOUT`] for another
+//! process's lock: an audit waits for a locked database one busy timeout,
+//! not one more for every probe queued before it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, SystemTime};
 
 use automation_proto::v1::{AuditReport, DocumentSummary, TaskCounts};
 use prost::Message;
@@ -22,6 +33,10 @@ use crate::model::{MarkerKind, TaskState};
 
 /// The newest schema this binary knows.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// The longest background work (health checks) waits for another process's
+/// lock on the database.
+pub const BRIEF_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `PRAGMA application_id`: "AUDA".
 const APPLICATION_ID: i64 = 0x4155_4441;
@@ -70,6 +85,17 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
         /// What gave it away.
+        reason: String,
+    },
+    /// The file failed SQLite's integrity check: refused, left untouched.
+    #[error(
+        "database {path} is damaged (integrity check failed: {reason}); it was left \
+         untouched: restore a backup (audit-agent restore --from <backup>)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the check found.
         reason: String,
     },
     /// SQLite said no: locked, corrupt, not a database, disk full …
@@ -156,6 +182,48 @@ pub struct Store {
     path: PathBuf,
     busy_timeout: Duration,
     conn: Mutex<Option<Connection>>,
+    /// What the operations found; never held during I/O.
+    state: Mutex<State>,
+}
+
+/// How an operation waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// For the store's connection, and the busy timeout for the lock.
+    Full,
+    /// Not for the connection, and at most [`BRIEF_BUSY_TIMEOUT`] for the lock.
+    Brief,
+}
+
+/// What the store's operations found.
+#[derive(Debug, Default)]
+struct State {
+    /// The last operation's error; `None` once one succeeds.
+    last_error: Option<String>,
+    /// The file failed the integrity check: its fingerprint then, and why.
+    corrupt: Option<(Option<Fingerprint>, String)>,
+}
+
+/// Which file, and which version of it: a restore or a replacement changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Fingerprint {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
 }
 
 impl Store {
@@ -166,6 +234,7 @@ impl Store {
             path,
             busy_timeout,
             conn: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -179,21 +248,92 @@ impl Store {
         self.with(|_| Ok(()))
     }
 
-    /// Runs `f` on the open connection; on an error the connection is
-    /// dropped, so the next call opens the file afresh.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the open connection, waiting for it and for the lock as
+    /// long as it takes (up to the busy timeout).
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(open(&self.path, self.busy_timeout)?);
-        }
-        let result = f(slot.as_mut().expect("opened above"));
-        if result.is_err() {
-            *slot = None;
+        let slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        self.run(slot, Wait::Full, f)
+    }
+
+    /// Runs `f` unless the connection is in use (`None` then), waiting at
+    /// most [`BRIEF_BUSY_TIMEOUT`] for another process's lock.
+    fn with_brief<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let slot = match self.conn.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.run(slot, Wait::Brief, f))
+    }
+
+    /// Opens the file unless open (a file that failed the integrity check
+    /// only once it changed), runs `f`, and records the outcome; on an
+    /// error the connection is dropped, so the next call opens afresh.
+    fn run<T>(
+        &self,
+        mut slot: MutexGuard<'_, Option<Connection>>,
+        wait: Wait,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let busy = match wait {
+            Wait::Full => self.busy_timeout,
+            Wait::Brief => self.busy_timeout.min(BRIEF_BUSY_TIMEOUT),
+        };
+        let result = self.open_slot(&mut slot, busy).and_then(|conn| {
+            conn.busy_timeout(busy)
+                .map_err(self.err("setting the busy timeout"))?;
+            f(conn)
+        });
+        let mut state = self.state();
+        match &result {
+            Ok(_) => state.last_error = None,
+            Err(e) => {
+                *slot = None;
+                state.last_error = Some(e.to_string());
+            }
         }
         result
+    }
+
+    fn open_slot<'a>(
+        &self,
+        slot: &'a mut Option<Connection>,
+        busy: Duration,
+    ) -> Result<&'a mut Connection, StoreError> {
+        if slot.is_none() {
+            let fingerprint = Fingerprint::of(&self.path);
+            if let Some((seen, reason)) = &self.state().corrupt
+                && *seen == fingerprint
+            {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            match open(&self.path, busy) {
+                Ok(conn) => {
+                    self.state().corrupt = None;
+                    *slot = Some(conn);
+                }
+                Err(e) => {
+                    if let StoreError::Corrupt { reason, .. } = &e {
+                        self.state().corrupt = Some((fingerprint, reason.clone()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(slot.as_mut().expect("opened above"))
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -204,13 +344,18 @@ impl Store {
         }
     }
 
-    /// Checks that the database can be written now (takes and releases the
-    /// write lock).
-    pub fn check_writable(&self) -> Result<(), StoreError> {
-        self.with(|conn| {
+    /// For the readiness check: that the database can be written now (takes
+    /// and releases the write lock). While an audit uses the connection this
+    /// does not wait for it: the last operation's outcome stands.
+    pub fn check_writable(&self) -> Result<(), String> {
+        let checked = self.with_brief(|conn| {
             conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
                 .map_err(self.err("taking the write lock"))
-        })
+        });
+        match checked {
+            Some(result) => result.map_err(|e| e.to_string()),
+            None => self.state().last_error.clone().map_or(Ok(()), Err),
+        }
     }
 
     /// The last audited head and every item's state.
@@ -473,6 +618,9 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     conn.busy_timeout(busy_timeout)
         .map_err(sqlite("setting the busy timeout"))?;
     let version = identify(&conn, path)?;
+    if version > 0 {
+        quick_check(&conn, path)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sqlite("switching to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
@@ -493,6 +641,42 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
         tracing::info!(path = %path.display(), version = n + 1, "database schema migrated");
     }
     Ok(conn)
+}
+
+/// Rows of the integrity check's findings kept in the error.
+const CHECK_FINDINGS: usize = 3;
+
+/// SQLite's quick integrity check (the b-trees, not the indexes' contents:
+/// linear in the file's size); a damaged file is [`StoreError::Corrupt`].
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let findings = conn
+        .prepare(&format!("PRAGMA quick_check({CHECK_FINDINGS})"))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+    match findings {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+        Ok(rows) => Err(corrupt(rows.join("; "))),
+        // The check itself may stop at the damage.
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ) =>
+        {
+            Err(corrupt(e.to_string()))
+        }
+        Err(source) => Err(StoreError::Sqlite {
+            path: path.to_owned(),
+            action: "checking integrity",
+            source,
+        }),
+    }
 }
 
 /// Reads the schema version, refusing a newer schema or someone else's file.

@@ -20,10 +20,11 @@
 //! batch keeps its identity (the database's own outbox incarnation and the
 //! row's id as its sequence), counts nothing twice.
 //!
-//! Background work (health checks, the outbox) never waits for the connection while
-//! an audit uses it, and waits at most [`BRIEF_BUSY_TIMEOUT`] for another
-//! process's lock: an audit waits for a locked database one busy timeout,
-//! not one more for every probe queued before it.
+//! Background work (health checks, the outbox) never waits for the
+//! connection while an audit uses it, and waits at most
+//! [`BRIEF_BUSY_TIMEOUT`] for another process's lock: an audit waits for a
+//! locked database one busy timeout, not one more for every probe queued
+//! before it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,8 @@ use crate::model::{MarkerKind, TaskState};
 /// The newest schema this binary knows.
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// The longest background work (health checks) waits for another process's
-/// lock on the database.
+/// The longest background work (health checks, the outbox) waits for
+/// another process's lock on the database.
 pub const BRIEF_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `PRAGMA application_id`: "AUDA".
@@ -100,9 +101,9 @@ pub enum StoreError {
         /// Ours.
         supported: i64,
     },
-    /// Background work found the connection in use (by an audit) and did
-    /// not wait for it.
-    #[error("database {path}: in use by an audit")]
+    /// Background work found the connection in use (by an audit or a read)
+    /// and did not wait for it.
+    #[error("database {path}: in use; not waiting")]
     InUse {
         /// The file.
         path: PathBuf,
@@ -239,15 +240,6 @@ pub struct Store {
     state: Mutex<State>,
 }
 
-/// How an operation waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// For the store's connection, and the busy timeout for the lock.
-    Full,
-    /// Not for the connection, and at most [`BRIEF_BUSY_TIMEOUT`] for the lock.
-    Brief,
-}
-
 /// What the store's operations found.
 #[derive(Debug, Default)]
 struct State {
@@ -312,7 +304,7 @@ impl Store {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        self.run(slot, Wait::Full, f)
+        self.run(slot, self.busy_timeout, f)
     }
 
     /// Runs `f` unless the connection is in use ([`StoreError::InUse`]),
@@ -330,22 +322,19 @@ impl Store {
                 });
             }
         };
-        self.run(slot, Wait::Brief, f)
+        self.run(slot, self.busy_timeout.min(BRIEF_BUSY_TIMEOUT), f)
     }
 
     /// Opens the file unless open (a file that failed the integrity check
-    /// only once it changed), runs `f`, and records the outcome; on an
-    /// error the connection is dropped, so the next call opens afresh.
+    /// only once it changed), runs `f` waiting up to `busy` for a lock, and
+    /// records the outcome; on an error the connection is dropped, so the
+    /// next call opens afresh.
     fn run<T>(
         &self,
         mut slot: MutexGuard<'_, Option<Connection>>,
-        wait: Wait,
+        busy: Duration,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let busy = match wait {
-            Wait::Full => self.busy_timeout,
-            Wait::Brief => self.busy_timeout.min(BRIEF_BUSY_TIMEOUT),
-        };
         let result = self.open_slot(&mut slot, busy).and_then(|conn| {
             conn.busy_timeout(busy)
                 .map_err(self.err("setting the busy timeout"))?;

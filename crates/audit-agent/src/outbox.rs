@@ -25,8 +25,7 @@ use automation_telemetry::reporter::{PushError, Reporter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::blocking;
-use crate::store::{Outgoing, Store};
+use crate::store::{Outgoing, Store, StoreError};
 
 /// Events per outbox batch at most: with the reporter's bounds on free text
 /// (a few KiB an event) a batch stays far under the collector's 4 MiB limit.
@@ -98,7 +97,7 @@ impl Outbox {
         let mut failing = false;
         loop {
             let last_pass = stop.is_cancelled();
-            match self.send_page(&store, &bridge).await {
+            let wait = match self.send_page(&store, &bridge).await {
                 Ok(true) => {
                     if failing {
                         tracing::info!("the outbox is being delivered again");
@@ -108,38 +107,44 @@ impl Outbox {
                     continue;
                 }
                 Ok(false) if last_pass => return,
-                Ok(false) => {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = self.wake.notified() => {}
-                    }
-                }
-                Err(error) if last_pass => {
+                Ok(false) => None,
+                // Busy for a moment (an audit storing its batches, a read).
+                Err(Failure::InUse) => Some(RETRY_MIN),
+                Err(Failure::Failed(error)) if last_pass => {
                     tracing::info!(%error, "outbox batches left for the next start");
                     return;
                 }
-                Err(error) => {
+                Err(Failure::Failed(error)) => {
                     if failing {
                         tracing::debug!(%error, "outbox: retrying");
                     } else {
                         tracing::warn!(%error, "outbox batches cannot be delivered yet; retrying");
                         failing = true;
                     }
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(retry) => {}
-                    }
+                    let wait = retry;
                     retry = retry.saturating_mul(2).min(RETRY_MAX);
+                    Some(wait)
                 }
+            };
+            match wait {
+                Some(delay) if !last_pass => tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                },
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = self.wake.notified() => {}
+                },
             }
         }
     }
 
     /// Sends one page of stored batches, in order. `Ok(false)`: none waits.
-    async fn send_page(&self, store: &Arc<Store>, bridge: &Bridge) -> Result<bool, String> {
+    async fn send_page(&self, store: &Arc<Store>, bridge: &Bridge) -> Result<bool, Failure> {
         let pending = {
             let store = Arc::clone(store);
-            blocking(bridge, STORE_TIMEOUT, move || store.outbox_pending(PAGE)).await?
+            on_store(bridge, move || store.outbox_pending(PAGE)).await?
         };
         if pending.is_empty() {
             return Ok(false);
@@ -158,13 +163,35 @@ impl Outbox {
                     tracing::error!(id, events, %error, "an outbox batch was refused for good; dropped it");
                     self.dropped(events);
                 }
-                Err(error @ PushError::Failed(_)) => return Err(error.to_string()),
+                Err(error @ PushError::Failed(_)) => {
+                    return Err(Failure::Failed(error.to_string()));
+                }
             }
+            // Not deleted (busy, locked): sent again later, as a duplicate.
             let store = Arc::clone(store);
-            blocking(bridge, STORE_TIMEOUT, move || store.outbox_sent(id))
-                .await
-                .map_err(|e| format!("{e} (sent; it is sent again, as a duplicate)"))?;
+            on_store(bridge, move || store.outbox_sent(id)).await?;
         }
         Ok(true)
+    }
+}
+
+/// Why a pass of the sender stopped short.
+enum Failure {
+    /// The store's connection was in use; try again in a moment.
+    InUse,
+    /// The collector or the database failed.
+    Failed(String),
+}
+
+/// Runs a store step of the sender on the blocking pool.
+async fn on_store<T: Send + 'static>(
+    bridge: &Bridge,
+    step: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    match bridge.run_blocking(STORE_TIMEOUT, step).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(StoreError::InUse { .. })) => Err(Failure::InUse),
+        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+        Err(e) => Err(Failure::Failed(e.to_string())),
     }
 }

@@ -1,7 +1,8 @@
 //! One audit: read the baseline, run the three analyses side by side on
 //! the blocking pool (through the async bridge), work out what is new,
-//! store it all in one transaction, and only then report it — so a fact
-//! is counted once, when it is stored, and never again.
+//! and store it all in one transaction with its events for the collector
+//! (the outbox, see [`crate::outbox`]) — so a fact is counted once, when it
+//! is stored, and never again, even across a crash.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::coverage::{self, Coverage, Format};
 use crate::git::{self, GitFacts};
 use crate::markers::{self, MarkdownConfig, Scan};
 use crate::model::{MarkerKind, TaskState};
+use crate::outbox::{self, Outbox};
 use crate::store::{Baseline, Commit, DocumentItems, Store};
 
 /// What an audit looks at and how.
@@ -59,13 +61,15 @@ pub struct Auditor {
     store: Arc<Store>,
     bridge: Bridge,
     reporter: Option<Reporter>,
+    outbox: Option<Outbox>,
 }
 
 /// The longest a database step may take before it counts as failed.
 const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Auditor {
-    /// An auditor writing to `store`, reporting to `reporter`.
+    /// An auditor writing to `store`, reporting to `reporter`: a stored
+    /// audit through the outbox, one that could not be stored directly.
     pub fn new(
         config: AuditConfig,
         store: Arc<Store>,
@@ -76,8 +80,14 @@ impl Auditor {
             config,
             store,
             bridge,
+            outbox: reporter.clone().map(Outbox::new),
             reporter,
         }
+    }
+
+    /// The outbox stored audits are reported through, when reporting.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
     }
 
     /// The store.
@@ -195,28 +205,51 @@ impl Auditor {
         };
 
         // Store, then count: what is not stored is not counted, and will be
-        // counted by the audit that stores it.
+        // counted by the audit that stores it. What is stored is counted
+        // through the outbox written with it.
+        let mut reported = false;
         match baseline {
             Some(baseline) => {
+                let stored = {
+                    let mut stored = report.clone();
+                    stored.result = outcome(failed, &problems) as i32;
+                    stored.problems = problems.clone();
+                    stored.duration_seconds = clock.elapsed().as_secs_f64();
+                    stored
+                };
                 let commit = Commit {
                     expected_head: baseline.head.clone(),
                     new_head: git.as_ref().map(|g: &GitFacts| g.head.clone()),
                     documents: plan.changed,
                     removed: plan.removed,
-                    report: {
-                        let mut stored = report.clone();
-                        stored.result = outcome(failed, &problems) as i32;
-                        stored.problems = problems.clone();
-                        stored.duration_seconds = clock.elapsed().as_secs_f64();
-                        stored
-                    },
+                    outbox: self
+                        .outbox
+                        .as_ref()
+                        .map(|o| o.batches(events(&stored)))
+                        .unwrap_or_default(),
+                    keep_outbox: outbox::MAX_BATCHES,
+                    report: stored,
                     keep_reports: self.config.keep_reports,
                 };
                 let store = Arc::clone(&self.store);
                 let stored =
                     blocking(&self.bridge, STORE_TIMEOUT, move || store.commit(&commit)).await;
                 match stored {
-                    Ok(id) => report.id = id,
+                    Ok(stored) => {
+                        report.id = stored.id;
+                        if let Some(outbox) = &self.outbox {
+                            if stored.dropped_events > 0 {
+                                tracing::warn!(
+                                    events = stored.dropped_events,
+                                    kept = outbox::MAX_BATCHES,
+                                    "the outbox is full: its oldest undelivered events were dropped"
+                                );
+                                outbox.dropped(stored.dropped_events);
+                            }
+                            outbox.wake();
+                            reported = true;
+                        }
+                    }
                     Err(message) => {
                         uncount(&mut report);
                         problems.push(problem(
@@ -236,7 +269,11 @@ impl Auditor {
         report.problems = problems;
         report.documents = plan.documents;
         report.duration_seconds = clock.elapsed().as_secs_f64();
-        self.publish(&report);
+        if !reported && let Some(reporter) = &self.reporter {
+            for event in events(&report) {
+                reporter.report(event);
+            }
+        }
         tracing::info!(
             id = report.id,
             result = ?v1::AuditResult::try_from(report.result).unwrap_or_default(),
@@ -247,38 +284,40 @@ impl Auditor {
         );
         report
     }
+}
 
-    /// Sends the audit and its problems to the collector.
-    fn publish(&self, report: &AuditReport) {
-        let Some(reporter) = &self.reporter else {
-            return;
-        };
-        for p in &report.problems {
+/// The events of an audit: one error per problem, then the run.
+fn events(report: &AuditReport) -> Vec<v1::event::Payload> {
+    let mut events: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| {
             let message = if p.path.is_empty() {
                 p.message.clone()
             } else {
                 format!("{}: {}", p.path, p.message)
             };
-            reporter.report(v1::event::Payload::Error(v1::ComponentError {
+            v1::event::Payload::Error(v1::ComponentError {
                 kind: p.kind.clone(),
                 message,
                 model: String::new(),
-            }));
-        }
-        let tasks = report.tasks.unwrap_or_default();
-        reporter.report(v1::event::Payload::AuditRun(v1::AuditRun {
-            result: report.result,
-            duration_seconds: report.duration_seconds,
-            analyses: report.analyses.clone(),
-            new_commits: report.new_commits,
-            history_rewritten: report.history_rewritten,
-            newly_completed: report.newly_completed.clone(),
-            coverage_percent: report.coverage.as_ref().and_then(|c| c.percent),
-            tasks_done: tasks.done,
-            tasks_in_progress: tasks.in_progress,
-            tasks_planned: tasks.planned,
-        }));
-    }
+            })
+        })
+        .collect();
+    let tasks = report.tasks.unwrap_or_default();
+    events.push(v1::event::Payload::AuditRun(v1::AuditRun {
+        result: report.result,
+        duration_seconds: report.duration_seconds,
+        analyses: report.analyses.clone(),
+        new_commits: report.new_commits,
+        history_rewritten: report.history_rewritten,
+        newly_completed: report.newly_completed.clone(),
+        coverage_percent: report.coverage.as_ref().and_then(|c| c.percent),
+        tasks_done: tasks.done,
+        tasks_in_progress: tasks.in_progress,
+        tasks_planned: tasks.planned,
+    }));
+    events
 }
 
 /// The plan items of this audit against the stored ones.

@@ -9,6 +9,8 @@
 //! * [`store`]: the SQLite history, schema versions, backup and restore.
 //! * [`audit`]: one audit, stored then reported; [`engine`]: one at a time,
 //!   on a schedule and on request.
+//! * [`outbox`]: each stored audit's events, sent from the database until
+//!   the collector acknowledged them, so a crash loses and doubles nothing.
 //! * [`server`]: `automation.v1.AuditAgent`; [`config`]: the command line.
 //!
 //! Run it with `cargo run -p automation-audit-agent --bin audit-agent`; it
@@ -21,6 +23,7 @@ pub mod engine;
 pub mod git;
 pub mod markers;
 pub mod model;
+pub mod outbox;
 pub mod server;
 pub mod store;
 
@@ -115,6 +118,20 @@ pub enum Error {
     Serve(#[from] ServeError),
 }
 
+impl Error {
+    /// Whether this is bad configuration (DESIGN §3, §7: exit code 64): a
+    /// repository path that cannot be used, a database of a newer version
+    /// or of another application, a reporter that cannot be set up.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Repository { .. } => true,
+            Self::Database(e) => e.is_fatal(),
+            Self::Reporter(e) => !matches!(e, ReporterError::NoRuntime),
+            Self::Bridge(_) | Self::Serve(_) => false,
+        }
+    }
+}
+
 /// A running audit-agent's handles, for the stack and tests.
 #[derive(Debug, Clone)]
 pub struct Handles {
@@ -137,6 +154,10 @@ impl LiveState for Live {
 
 /// How long a health check of the repository or the database may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At shutdown, how long the outbox may take to deliver what is left
+/// before the goodbye; what it cannot is sent at the next start.
+const OUTBOX_FLUSH: Duration = Duration::from_secs(5);
 
 /// Audits and serves until `shutdown` is cancelled, then shuts down
 /// gracefully: unready, requests drained, the audit in progress finished,
@@ -239,6 +260,16 @@ pub async fn run(
         bridge.clone(),
         reporter.clone(),
     ));
+    // At once: batches a previous run left (killed before they were
+    // acknowledged) are sent before any new audit's.
+    let outbox_stop = CancellationToken::new();
+    let outbox_task = auditor.outbox().map(|outbox| {
+        tokio::spawn(
+            outbox
+                .clone()
+                .run(Arc::clone(&store), bridge.clone(), outbox_stop.clone()),
+        )
+    });
     let engine_stop = CancellationToken::new();
     let (engine, engine_task) = engine::spawn(
         Arc::clone(&auditor),
@@ -284,6 +315,16 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("the audit in progress did not finish within the grace period");
+    }
+    // Before the goodbye: a batch after it would make the instance look
+    // alive again.
+    outbox_stop.cancel();
+    if let Some(task) = outbox_task {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(OUTBOX_FLUSH, task).await.is_err() {
+            abort.abort();
+            tracing::info!("outbox batches left for the next start");
+        }
     }
     if let Some(reporter) = reporter {
         reporter.shutdown("shutdown", Duration::from_secs(5)).await;

@@ -75,6 +75,9 @@ async fn main() {
     }
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
     if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+        if error.is_configuration() {
+            config_error(NAME, error);
+        }
         eprintln!("{NAME}: {error}");
         std::process::exit(1);
     }

@@ -7,13 +7,31 @@
 //! written by a newer binary is refused with a clear message, never altered,
 //! so rolling back a deployment is safe. A file that is not ours (another
 //! application's database, a corrupt file) is never written to.
+//!
+//! Every open runs SQLite's quick integrity check before anything is
+//! written; a file that fails it is refused, with the reason, until the file
+//! changes (a restored backup), so the agent stays unready rather than fail
+//! every audit "malformed". Any error drops the connection, so a file
+//! damaged while the agent runs is checked at the next use.
+//!
+//! Each audit's events are written to an outbox in the transaction that
+//! stores the audit, and deleted once the collector acknowledged them (see
+//! [`crate::outbox`]): a crash between the two loses nothing and, as every
+//! batch keeps its identity (the database's own outbox incarnation and the
+//! row's id as its sequence), counts nothing twice.
+//!
+//! Background work (health checks, the outbox) never waits for the
+//! connection while an audit uses it, and waits at most
+//! [`BRIEF_BUSY_TIMEOUT`] for another process's lock: an audit waits for a
+//! locked database one busy timeout, not one more for every probe queued
+//! before it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, SystemTime};
 
-use automation_proto::v1::{AuditReport, DocumentSummary, TaskCounts};
+use automation_proto::v1::{AuditReport, DocumentSummary, EventBatch, TaskCounts};
 use prost::Message;
 use rusqlite::backup::NO_PROGRESS;
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
@@ -21,7 +39,11 @@ use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
 use crate::model::{MarkerKind, TaskState};
 
 /// The newest schema this binary knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The longest background work (health checks, the outbox) waits for
+/// another process's lock on the database.
+pub const BRIEF_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `PRAGMA application_id`: "AUDA".
 const APPLICATION_ID: i64 = 0x4155_4441;
@@ -46,6 +68,21 @@ const MIGRATIONS: &[&str] = &[
          state TEXT NOT NULL,
          PRIMARY KEY (path, marker, key)
      ) WITHOUT ROWID;",
+    // 2: the outbox. AUTOINCREMENT: an id is never used again, even once
+    // every row is deleted, because it is the batch's sequence. The
+    // incarnation is random once per database (non-zero, as the collector
+    // wants), so a batch sent again after a restart is a replay.
+    "CREATE TABLE outbox (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         events INTEGER NOT NULL,
+         batch BLOB NOT NULL
+     );
+     CREATE TABLE outbox_source (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         incarnation INTEGER NOT NULL CHECK (incarnation > 0)
+     );
+     INSERT INTO outbox_source (id, incarnation)
+         VALUES (1, (random() & 0x7fffffffffffffff) | 1);",
 ];
 
 /// A database problem, with the file and what was being done.
@@ -64,12 +101,30 @@ pub enum StoreError {
         /// Ours.
         supported: i64,
     },
+    /// Background work found the connection in use (by an audit or a read)
+    /// and did not wait for it.
+    #[error("database {path}: in use; not waiting")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// Some other application's database.
     #[error("{path} is not an audit-agent database ({reason}); it was left untouched")]
     NotOurs {
         /// The file.
         path: PathBuf,
         /// What gave it away.
+        reason: String,
+    },
+    /// The file failed SQLite's integrity check: refused, left untouched.
+    #[error(
+        "database {path} is damaged (integrity check failed: {reason}); it was left \
+         untouched: restore a backup (audit-agent restore --from <backup>)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the check found.
         reason: String,
     },
     /// SQLite said no: locked, corrupt, not a database, disk full …
@@ -148,6 +203,31 @@ pub struct Commit {
     pub report: AuditReport,
     /// Keep at most this many reports (0: all).
     pub keep_reports: u64,
+    /// The audit's events for the outbox, in batches, identity unset.
+    pub outbox: Vec<EventBatch>,
+    /// Keep at most this many outbox batches; older ones are dropped (0: all).
+    pub keep_outbox: u64,
+}
+
+/// What [`Store::commit`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The report's id.
+    pub id: u64,
+    /// Events of unsent outbox batches dropped to keep `keep_outbox`.
+    pub dropped_events: u64,
+}
+
+/// An outbox batch waiting for the collector's acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The row: delete it with [`Store::outbox_sent`] once acknowledged.
+    pub id: u64,
+    /// Events in it.
+    pub events: u64,
+    /// The batch with its identity set (the database's outbox incarnation,
+    /// the row's id as sequence), or why it cannot be decoded.
+    pub batch: Result<EventBatch, String>,
 }
 
 /// The database, opened lazily and reopened after a failure.
@@ -156,6 +236,39 @@ pub struct Store {
     path: PathBuf,
     busy_timeout: Duration,
     conn: Mutex<Option<Connection>>,
+    /// What the operations found; never held during I/O.
+    state: Mutex<State>,
+}
+
+/// What the store's operations found.
+#[derive(Debug, Default)]
+struct State {
+    /// The last operation's error; `None` once one succeeds.
+    last_error: Option<String>,
+    /// The file failed the integrity check: its fingerprint then, and why.
+    corrupt: Option<(Option<Fingerprint>, String)>,
+}
+
+/// Which file, and which version of it: a restore or a replacement changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Fingerprint {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
 }
 
 impl Store {
@@ -166,6 +279,7 @@ impl Store {
             path,
             busy_timeout,
             conn: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -179,21 +293,93 @@ impl Store {
         self.with(|_| Ok(()))
     }
 
-    /// Runs `f` on the open connection; on an error the connection is
-    /// dropped, so the next call opens the file afresh.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the open connection, waiting for it and for the lock as
+    /// long as it takes (up to the busy timeout).
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(open(&self.path, self.busy_timeout)?);
-        }
-        let result = f(slot.as_mut().expect("opened above"));
-        if result.is_err() {
-            *slot = None;
+        let slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        self.run(slot, self.busy_timeout, f)
+    }
+
+    /// Runs `f` unless the connection is in use ([`StoreError::InUse`]),
+    /// waiting at most [`BRIEF_BUSY_TIMEOUT`] for another process's lock.
+    fn with_brief<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let slot = match self.conn.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse {
+                    path: self.path.clone(),
+                });
+            }
+        };
+        self.run(slot, self.busy_timeout.min(BRIEF_BUSY_TIMEOUT), f)
+    }
+
+    /// Opens the file unless open (a file that failed the integrity check
+    /// only once it changed), runs `f` waiting up to `busy` for a lock, and
+    /// records the outcome; on an error the connection is dropped, so the
+    /// next call opens afresh.
+    fn run<T>(
+        &self,
+        mut slot: MutexGuard<'_, Option<Connection>>,
+        busy: Duration,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.open_slot(&mut slot, busy).and_then(|conn| {
+            conn.busy_timeout(busy)
+                .map_err(self.err("setting the busy timeout"))?;
+            f(conn)
+        });
+        let mut state = self.state();
+        match &result {
+            Ok(_) => state.last_error = None,
+            Err(e) => {
+                *slot = None;
+                state.last_error = Some(e.to_string());
+            }
         }
         result
+    }
+
+    fn open_slot<'a>(
+        &self,
+        slot: &'a mut Option<Connection>,
+        busy: Duration,
+    ) -> Result<&'a mut Connection, StoreError> {
+        if slot.is_none() {
+            let fingerprint = Fingerprint::of(&self.path);
+            if let Some((seen, reason)) = &self.state().corrupt
+                && *seen == fingerprint
+            {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            match open(&self.path, busy) {
+                Ok(conn) => {
+                    self.state().corrupt = None;
+                    *slot = Some(conn);
+                }
+                Err(e) => {
+                    if let StoreError::Corrupt { reason, .. } = &e {
+                        self.state().corrupt = Some((fingerprint, reason.clone()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(slot.as_mut().expect("opened above"))
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -204,13 +390,18 @@ impl Store {
         }
     }
 
-    /// Checks that the database can be written now (takes and releases the
-    /// write lock).
-    pub fn check_writable(&self) -> Result<(), StoreError> {
-        self.with(|conn| {
+    /// For the readiness check: that the database can be written now (takes
+    /// and releases the write lock). While an audit uses the connection this
+    /// does not wait for it: the last operation's outcome stands.
+    pub fn check_writable(&self) -> Result<(), String> {
+        let checked = self.with_brief(|conn| {
             conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
                 .map_err(self.err("taking the write lock"))
-        })
+        });
+        match checked {
+            Err(StoreError::InUse { .. }) => self.state().last_error.clone().map_or(Ok(()), Err),
+            result => result.map_err(|e| e.to_string()),
+        }
     }
 
     /// The last audited head and every item's state.
@@ -250,9 +441,9 @@ impl Store {
         })
     }
 
-    /// Writes one audit: the report, the new head and the changed items,
-    /// all or nothing. Returns the report's id.
-    pub fn commit(&self, commit: &Commit) -> Result<u64, StoreError> {
+    /// Writes one audit: the report, the new head, the changed items and
+    /// its events for the outbox, all or nothing.
+    pub fn commit(&self, commit: &Commit) -> Result<Stored, StoreError> {
         self.with(|conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -326,8 +517,69 @@ impl Store {
                 )
                 .map_err(self.err("trimming old reports"))?;
             }
+            let dropped_events = add_to_outbox(&tx, &commit.outbox, commit.keep_outbox)
+                .map_err(self.err("writing the outbox"))?;
             tx.commit().map_err(self.err("committing the audit"))?;
-            Ok(u64::try_from(id).unwrap_or_default())
+            Ok(Stored {
+                id: u64::try_from(id).unwrap_or_default(),
+                dropped_events,
+            })
+        })
+    }
+
+    /// Up to `limit` outbox batches, oldest first, each with the identity it
+    /// is sent under. Background work: does not wait for an audit.
+    pub fn outbox_pending(&self, limit: u32) -> Result<Vec<Outgoing>, StoreError> {
+        self.with_brief(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.id, o.events, o.batch, s.incarnation
+                     FROM outbox o, outbox_source s ORDER BY o.id LIMIT ?1",
+                )
+                .map_err(self.err("reading the outbox"))?;
+            let rows = stmt
+                .query_map(params![limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(self.err("reading the outbox"))?;
+            let mut pending = Vec::new();
+            for row in rows {
+                let (id, events, blob, incarnation) =
+                    row.map_err(self.err("reading the outbox"))?;
+                let id = u64::try_from(id).unwrap_or_default();
+                let batch = EventBatch::decode(blob.as_slice())
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut batch| {
+                        let source = batch.source.as_mut().ok_or("no source")?;
+                        source.incarnation = incarnation.cast_unsigned();
+                        batch.sequence = id;
+                        Ok(batch)
+                    });
+                pending.push(Outgoing {
+                    id,
+                    events: u64::try_from(events).unwrap_or_default(),
+                    batch,
+                });
+            }
+            Ok(pending)
+        })
+    }
+
+    /// Deletes an outbox batch the collector acknowledged (or refused for
+    /// good). Background work: does not wait for an audit.
+    pub fn outbox_sent(&self, id: u64) -> Result<(), StoreError> {
+        self.with_brief(|conn| {
+            conn.execute(
+                "DELETE FROM outbox WHERE id = ?1",
+                params![i64::try_from(id).unwrap_or(i64::MAX)],
+            )
+            .map(drop)
+            .map_err(self.err("deleting a sent outbox batch"))
         })
     }
 
@@ -448,6 +700,31 @@ impl Store {
     }
 }
 
+/// Adds `batches` to the outbox and drops the oldest beyond `keep` (0: no
+/// bound); returns the events dropped.
+fn add_to_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    batches: &[EventBatch],
+    keep: u64,
+) -> Result<u64, rusqlite::Error> {
+    let mut insert = tx.prepare_cached("INSERT INTO outbox (events, batch) VALUES (?1, ?2)")?;
+    for batch in batches {
+        insert.execute(params![batch.events.len() as i64, batch.encode_to_vec()])?;
+    }
+    if keep == 0 || batches.is_empty() {
+        return Ok(0);
+    }
+    let last = tx.last_insert_rowid();
+    let below = last.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
+    let dropped: i64 = tx.query_row(
+        "SELECT coalesce(sum(events), 0) FROM outbox WHERE id <= ?1",
+        params![below],
+        |r| r.get(0),
+    )?;
+    tx.execute("DELETE FROM outbox WHERE id <= ?1", params![below])?;
+    Ok(u64::try_from(dropped).unwrap_or_default())
+}
+
 /// Opens `path` read-write, creating it (and its folder) if missing, and
 /// brings the schema up to [`SCHEMA_VERSION`].
 fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
@@ -473,6 +750,9 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     conn.busy_timeout(busy_timeout)
         .map_err(sqlite("setting the busy timeout"))?;
     let version = identify(&conn, path)?;
+    if version > 0 {
+        quick_check(&conn, path)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sqlite("switching to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
@@ -493,6 +773,42 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
         tracing::info!(path = %path.display(), version = n + 1, "database schema migrated");
     }
     Ok(conn)
+}
+
+/// Rows of the integrity check's findings kept in the error.
+const CHECK_FINDINGS: usize = 3;
+
+/// SQLite's quick integrity check (the b-trees, not the indexes' contents:
+/// linear in the file's size); a damaged file is [`StoreError::Corrupt`].
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let findings = conn
+        .prepare(&format!("PRAGMA quick_check({CHECK_FINDINGS})"))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+    match findings {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+        Ok(rows) => Err(corrupt(rows.join("; "))),
+        // The check itself may stop at the damage.
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ) =>
+        {
+            Err(corrupt(e.to_string()))
+        }
+        Err(source) => Err(StoreError::Sqlite {
+            path: path.to_owned(),
+            action: "checking integrity",
+            source,
+        }),
+    }
 }
 
 /// Reads the schema version, refusing a newer schema or someone else's file.
@@ -668,5 +984,140 @@ pub fn restore(from: &Path, database: &Path) -> Result<Copied, StoreError> {
             action: "restoring",
             source,
         })?;
+    // Batches written after the backup was made may have been sent under
+    // sequences the restored outbox will use again: a new incarnation keeps
+    // its batches from being taken for those replays. (A restore counts
+    // again what happened since the backup, as it does the commits.)
+    if copied.schema_version >= 2 {
+        target
+            .execute(
+                "UPDATE outbox_source SET incarnation = (random() & 0x7fffffffffffffff) | 1",
+                [],
+            )
+            .map_err(|source| StoreError::Sqlite {
+                path: database.to_owned(),
+                action: "renewing the outbox incarnation",
+                source,
+            })?;
+    }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use automation_proto::v1::{Event, Source};
+
+    use super::*;
+
+    fn batch(events: usize) -> EventBatch {
+        EventBatch {
+            source: Some(Source {
+                service: "audit-agent".to_owned(),
+                instance: "pod-1".to_owned(),
+                version: "1".to_owned(),
+                incarnation: 0,
+            }),
+            sequence: 0,
+            events: vec![Event::default(); events],
+        }
+    }
+
+    fn audit(store: &Store, head: &str, outbox: Vec<EventBatch>, keep_outbox: u64) -> Stored {
+        let expected_head = store.baseline().unwrap().head;
+        store
+            .commit(&Commit {
+                expected_head,
+                new_head: Some(Some(head.to_owned())),
+                outbox,
+                keep_outbox,
+                ..Commit::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn outbox_batches_keep_their_identity_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("a.db"), Duration::from_secs(1));
+        assert_eq!(
+            audit(&store, "a", vec![batch(2), batch(1)], 3).dropped_events,
+            0
+        );
+        let first = store.outbox_pending(10).unwrap();
+        let ids: Vec<u64> = first.iter().map(|o| o.id).collect();
+        assert_eq!(ids, [1, 2]);
+        let incarnation = first[0]
+            .batch
+            .as_ref()
+            .unwrap()
+            .source
+            .as_ref()
+            .unwrap()
+            .incarnation;
+        assert_ne!(incarnation, 0);
+        for o in &first {
+            let batch = o.batch.as_ref().unwrap();
+            assert_eq!(batch.sequence, o.id);
+            assert_eq!(batch.source.as_ref().unwrap().incarnation, incarnation);
+            assert_eq!(batch.source.as_ref().unwrap().instance, "pod-1");
+            assert_eq!(o.events, batch.events.len() as u64);
+        }
+
+        // Everything delivered: the next batch still gets a new sequence,
+        // or the collector would take it for a replay of the first.
+        for o in &first {
+            store.outbox_sent(o.id).unwrap();
+        }
+        assert!(store.outbox_pending(10).unwrap().is_empty());
+        audit(&store, "b", vec![batch(1)], 3);
+        let next = store.outbox_pending(10).unwrap();
+        assert_eq!(next.iter().map(|o| o.id).collect::<Vec<_>>(), [3]);
+
+        // Beyond the bound the oldest go, counted; a reopened store keeps
+        // the incarnation.
+        let stored = audit(&store, "c", vec![batch(4), batch(5), batch(6)], 3);
+        assert_eq!(stored.dropped_events, 1, "batch 3 made room");
+        drop(store);
+        let store = Store::new(dir.path().join("a.db"), Duration::from_secs(1));
+        let left = store.outbox_pending(10).unwrap();
+        assert_eq!(left.iter().map(|o| o.id).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(
+            left[0]
+                .batch
+                .as_ref()
+                .unwrap()
+                .source
+                .as_ref()
+                .unwrap()
+                .incarnation,
+            incarnation
+        );
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute("INSERT INTO audited_head (id, head) VALUES (1, 'abc')", [])
+                .unwrap();
+        }
+        let store = Store::new(path.clone(), Duration::from_secs(1));
+        assert_eq!(store.baseline().unwrap().head.as_deref(), Some("abc"));
+        assert!(store.outbox_pending(10).unwrap().is_empty());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let incarnation: i64 = conn
+            .query_row("SELECT incarnation FROM outbox_source", [], |r| r.get(0))
+            .unwrap();
+        assert!(incarnation > 0);
+    }
 }

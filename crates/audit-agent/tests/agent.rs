@@ -833,3 +833,147 @@ async fn the_collector_not_answering_shows_as_degraded() {
     assert_eq!(body["components"]["database"]["status"], "ok");
     agent.stop().await;
 }
+
+/// A locked database costs an audit one busy timeout, not one per database
+/// step plus the health checks' waits: readiness is checked every few
+/// seconds, and a check waiting for the lock must not make the audit wait
+/// behind it.
+#[tokio::test]
+async fn a_locked_database_costs_an_audit_one_busy_timeout() {
+    let mut repo = Repo::new();
+    repo.commit(2);
+    let db = tempfile::tempdir().unwrap();
+    let database = db.path().join("a.db");
+    let mut c = config(repo.path(), &database);
+    c.database_busy_timeout = Duration::from_secs(1);
+    let mut agent = Agent::start(c).await;
+    assert_eq!(agent.audit().await.new_commits, 2);
+
+    repo.commit(1);
+    let holder = rusqlite::Connection::open(&database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    // Probes as a kubelet and a load balancer make them, back to back.
+    let probing = CancellationToken::new();
+    let probes = tokio::spawn({
+        let (health, probing) = (agent.handles.health.clone(), probing.clone());
+        async move {
+            while !probing.is_cancelled() {
+                health.check_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    for _ in 0..3 {
+        let clock = std::time::Instant::now();
+        let locked = agent.audit().await;
+        let took = clock.elapsed();
+        assert_eq!(kinds(&locked), ["database"], "{:?}", locked.problems);
+        assert!(
+            locked.problems[0].message.contains("locked"),
+            "{}",
+            locked.problems[0].message
+        );
+        // One busy timeout is 1 s; today's two or three would be 2-3 s.
+        assert!(
+            took < Duration::from_millis(1800),
+            "an audit over a locked database took {took:?}, more than one busy timeout (1 s)"
+        );
+    }
+    let (status, body) = agent.ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["components"]["database"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("locked")),
+        "{body}"
+    );
+    probing.cancel();
+    probes.await.unwrap();
+    holder.execute_batch("ROLLBACK;").unwrap();
+    drop(holder);
+    assert_eq!(agent.audit().await.new_commits, 1, "counted once unlocked");
+    agent.stop().await;
+}
+
+/// Overwrites the first page of `table`'s b-tree with garbage, the way a
+/// torn write or a bad disk leaves a database: the header, the schema and
+/// the other tables still read fine.
+fn corrupt_table(database: &Path, table: &str) {
+    let (root, page_size): (i64, i64) = {
+        let conn = rusqlite::Connection::open(database).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let size = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        (root, size)
+    };
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(database)
+        .unwrap();
+    file.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
+        .unwrap();
+    file.write_all(&vec![0xAB; page_size as usize]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A database whose pages are damaged but whose header still reads would
+/// take the write lock happily while every audit fails "malformed": the
+/// integrity check at start makes the agent unready with the reason, it
+/// writes nothing to the file, and a restored backup makes it ready again.
+#[tokio::test]
+async fn a_corrupt_database_makes_the_agent_unready_until_restored() {
+    let mut repo = Repo::new();
+    repo.commit(2);
+    let db = tempfile::tempdir().unwrap();
+    let database = db.path().join("a.db");
+    let good = db.path().join("good.db");
+    let mut agent = Agent::start(config(repo.path(), &database)).await;
+    assert_eq!(agent.audit().await.new_commits, 2);
+    agent.stop().await;
+    automation_audit_agent::store::backup(&database, &good).unwrap();
+    corrupt_table(&database, "reports");
+    let damaged = std::fs::read(&database).unwrap();
+
+    repo.commit(1);
+    let mut agent = Agent::start(config(repo.path(), &database)).await;
+    let (status, body) = agent.ready().await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["components"]["database"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("integrity check failed") && error.contains("restore"),
+        "{body}"
+    );
+    let report = agent.audit().await;
+    assert_eq!(kinds(&report), ["database"], "{:?}", report.problems);
+    assert_eq!(report.new_commits, 0, "not stored, so not counted");
+    let (status, _) = agent.ready().await;
+    assert_eq!(status, 503, "still unready after the audit");
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        damaged,
+        "nothing written"
+    );
+
+    // The operator restores the backup: ready again, and the commit made
+    // meanwhile is counted once.
+    automation_audit_agent::store::restore(&good, &database).unwrap();
+    let (status, body) = agent.ready().await;
+    assert_eq!(status, 200, "{body}");
+    let after = agent.audit().await;
+    assert_eq!(after.result, AuditResult::Ok as i32, "{:?}", after.problems);
+    assert_eq!(after.new_commits, 1);
+    agent.stop().await;
+}

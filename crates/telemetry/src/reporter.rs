@@ -14,6 +14,12 @@
 //! [`ReporterConfig::buffer_max_events`]). Every drop is counted, and the
 //! count travels in every heartbeat.
 //!
+//! A service that keeps events durably itself (an outbox in its database,
+//! so that a crash loses nothing it stored) sends them with
+//! [`Reporter::push`]: one batch as it is, under an identity of its own that
+//! stays the same when it is sent again, so the collector answers a resend
+//! as a duplicate.
+//!
 //! # Layout
 //!
 //! * `reporter/shared.rs` — what the handles and the tasks share: the queue of
@@ -38,7 +44,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use automation_proto::v1::{Goodbye, Heartbeat, event::Payload};
+use automation_proto::v1::{
+    Event, EventBatch, Goodbye, Heartbeat, PushResponse, Source, event::Payload,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -179,6 +187,19 @@ pub enum ReporterError {
     NoRuntime,
 }
 
+/// A batch sent with [`Reporter::push`] was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The collector refused it for good (invalid, or larger than it
+    /// decodes): sending it again cannot succeed.
+    #[error("the collector refused the batch: {0}")]
+    Refused(String),
+    /// It did not get through, or its answer did not: it may have been
+    /// applied. Send it again unchanged; a replay is answered as a duplicate.
+    #[error("the batch was not acknowledged: {0}")]
+    Failed(String),
+}
+
 /// What a service adds to each heartbeat: its live values (pending bridge
 /// tasks, changed files waiting, requests in flight) that events cannot rebuild.
 ///
@@ -222,6 +243,10 @@ pub struct Reporter {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The reporter's own source, for [`Reporter::source`].
+    source: Source,
+    /// For [`Reporter::push`], beside the sender's batches.
+    connection: connection::Connection,
     /// Stops both tasks at once, without flushing, when the last handle goes.
     stop: CancellationToken,
     tasks: Mutex<Option<Tasks>>,
@@ -269,8 +294,9 @@ impl Reporter {
         };
         let shared = Arc::new(Shared::new(&config, incarnation));
         let stop = CancellationToken::new();
-        let sender = runtime
-            .spawn(sender::Sender::new(&config, Arc::clone(&shared), connection).run(stop.clone()));
+        let sender = runtime.spawn(
+            sender::Sender::new(&config, Arc::clone(&shared), connection.clone()).run(stop.clone()),
+        );
         let heartbeat = runtime.spawn(heartbeat::run(
             config.heartbeat_interval,
             Arc::clone(&shared),
@@ -287,6 +313,13 @@ impl Reporter {
         Ok(Reporter {
             inner: Arc::new(Inner {
                 shared,
+                source: Source {
+                    service: config.service.clone(),
+                    instance: config.instance.clone(),
+                    version: config.version.clone(),
+                    incarnation,
+                },
+                connection,
                 stop,
                 tasks: Mutex::new(Some(Tasks { sender, heartbeat })),
             }),
@@ -313,6 +346,48 @@ impl Reporter {
     /// The reporter's incarnation: random, non-zero, fixed for its lifetime.
     pub fn incarnation(&self) -> u64 {
         self.inner.shared.incarnation()
+    }
+
+    /// The source the reporter's batches carry: service, instance, version
+    /// and incarnation.
+    pub fn source(&self) -> Source {
+        self.inner.source.clone()
+    }
+
+    /// `payload` as [`report`](Self::report) would queue it: free text
+    /// bounded, stamped with the current time. For events a service keeps
+    /// itself and sends later with [`push`](Self::push).
+    pub fn event(mut payload: Payload) -> Event {
+        limits::bound(&mut payload);
+        Event {
+            time: Some(std::time::SystemTime::now().into()),
+            payload: Some(payload),
+        }
+    }
+
+    /// Pushes `batch` as it is, its source and sequence included, once,
+    /// over the reporter's connection (TLS, bearer token) and within its push
+    /// timeout, beside the reporter's own batches. For events a service keeps
+    /// durably itself: under an incarnation and sequences of its own that
+    /// stay the same when it sends a batch again, a resend after a crash is
+    /// answered as a duplicate. Retrying, and keeping the batch until it is
+    /// acknowledged, are the caller's business.
+    pub async fn push(&self, batch: EventBatch) -> Result<PushResponse, PushError> {
+        self.inner.connection.push(batch).await.map_err(|status| {
+            let error = sender::describe(&status);
+            if sender::is_final(status.code()) {
+                PushError::Refused(error)
+            } else {
+                PushError::Failed(error)
+            }
+        })
+    }
+
+    /// Counts `events` the caller gave up on (trimmed from its own outbox
+    /// for room, say) as dropped: in [`ReporterStats::dropped_events`] and in
+    /// the heartbeat.
+    pub fn count_dropped(&self, events: u64) {
+        self.inner.shared.add_dropped(events);
     }
 
     /// The counters and the connection status.

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use automation_proto::v1::event::Payload;
 use automation_proto::v1::{
-    BridgeState, ComponentError, Event, GatewayState, Goodbye, Heartbeat, TestRun, WatcherState,
+    BridgeState, ComponentError, Event, EventBatch, GatewayState, Goodbye, Heartbeat, Source,
+    TestRun, WatcherState,
 };
 use automation_telemetry::reporter::{
-    LiveState, MIN_HEARTBEAT_INTERVAL, Reporter, ReporterConfig, ReporterError,
+    LiveState, MIN_HEARTBEAT_INTERVAL, PushError, Reporter, ReporterConfig, ReporterError,
 };
 use fake::{Answer, FakeCollector};
 use prost::Message;
@@ -848,4 +849,83 @@ async fn a_heartbeat_interval_under_100ms_is_refused_at_start() {
     config.heartbeat_interval = MIN_HEARTBEAT_INTERVAL;
     let reporter = Reporter::start(config, Arc::new(())).expect("100 ms is enough");
     drop(reporter);
+}
+
+/// A batch a service keeps itself (an outbox) goes as it is, under its own
+/// incarnation and sequence, with the reporter's token: a resend is a
+/// replay, a refusal for good and a passing failure are told apart, and
+/// nothing of it passes through the reporter's own queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_pushed_as_it_is_keeps_its_identity_so_a_resend_is_a_replay() {
+    let mut fake = FakeCollector::start().await;
+    fake.state().required_token = Some("alpha".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("collector-token");
+    std::fs::write(&token_file, "alpha\n").unwrap();
+    let mut config = config(fake.endpoint());
+    config.token_file = Some(token_file);
+    let reporter = start(config);
+    let own = reporter.source();
+    assert_eq!(
+        (
+            own.service.as_str(),
+            own.instance.as_str(),
+            own.version.as_str()
+        ),
+        ("test-watcher", "pod-1", "1.2.3")
+    );
+    assert_eq!(own.incarnation, reporter.incarnation());
+
+    let stored = Reporter::event(padded(7, 10_000));
+    match &stored.payload {
+        Some(Payload::Error(e)) => assert!(e.message.len() <= 4096, "bounded as report() does"),
+        other => panic!("{other:?}"),
+    }
+    assert!(stored.time.is_some());
+    let batch = EventBatch {
+        source: Some(Source {
+            incarnation: 0x0dd_ba11,
+            instance: "pod-0".to_owned(),
+            ..own
+        }),
+        sequence: 41,
+        events: vec![stored],
+    };
+    let first = reporter.push(batch.clone()).await.unwrap();
+    assert_eq!((first.sequence, first.duplicate), (41, false));
+    let again = reporter.push(batch.clone()).await.unwrap();
+    assert!(again.duplicate, "the same identity is a replay");
+    {
+        let state = fake.state();
+        let applied: Vec<_> = state.batches.iter().filter(|b| b.sequence == 41).collect();
+        assert_eq!(applied.len(), 1);
+        assert_eq!(*applied[0], batch, "sent as it is");
+        let pushed = state.pushes.iter().filter(|p| p.sequence == 41);
+        assert!(pushed.clone().count() == 2);
+        assert!(
+            pushed
+                .clone()
+                .all(|p| p.authorization.as_deref() == Some("Bearer alpha"))
+        );
+    }
+
+    fake.state()
+        .script
+        .push_back(Answer::Fail(Code::InvalidArgument));
+    let refused = reporter.push(batch.clone()).await.unwrap_err();
+    assert!(
+        matches!(refused, PushError::Refused(ref e) if e.contains("InvalidArgument")),
+        "{refused}"
+    );
+    fake.state()
+        .script
+        .push_back(Answer::Fail(Code::ResourceExhausted));
+    let passing = reporter.push(batch.clone()).await.unwrap_err();
+    assert!(matches!(passing, PushError::Failed(_)), "{passing}");
+    reporter.count_dropped(3);
+    assert_eq!(reporter.stats().dropped_events, 3);
+    shutdown(reporter.clone()).await;
+    fake.stop().await;
+    let away = reporter.push(batch).await.unwrap_err();
+    assert!(matches!(away, PushError::Failed(_)), "{away}");
 }

@@ -45,7 +45,7 @@ use tonic::transport::ServerTlsConfig;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::explain::GatewayConfig;
 use crate::filter::Filter;
-use crate::watch::{Watch, WatchEvent, WatchSlot};
+use crate::watch::{Identity, Watch, WatchEvent, WatchSlot};
 
 /// Everything [`run`] needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -207,17 +207,26 @@ pub async fn run(
     }
 
     let watch_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let watch_slot: Arc<WatchSlot> = Arc::default();
+    // Never ready while nothing is watched: the watch must be established,
+    // and still be on the directory the root leads to.
     let health = HealthChecker::builder("test-watcher").required("watch", {
-        let error = Arc::clone(&watch_error);
-        let root = root.clone();
+        let (error, slot, bridge) = (
+            Arc::clone(&watch_error),
+            Arc::clone(&watch_slot),
+            bridge.clone(),
+        );
         move || {
             let error = error.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            let root = root.clone();
+            let (watch, bridge) = (slot.get(), bridge.clone());
             async move {
-                match error {
-                    Some(error) => Err(error),
-                    None if root.is_dir() => Ok(()),
-                    None => Err(format!("{} is gone", root.display())),
+                match (error, watch) {
+                    (Some(error), _) => Err(error),
+                    (None, None) => Err("no watch is established".to_owned()),
+                    (None, Some(watch)) => bridge
+                        .run_blocking(Duration::from_secs(10), move || watch.check())
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string())),
                 }
             }
         }
@@ -228,7 +237,6 @@ pub async fn run(
     health.spawn(background.clone());
 
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let watch_slot: Arc<WatchSlot> = Arc::default();
     let engine_stop = CancellationToken::new();
     let (engine, engine_task) = engine::spawn(
         config.engine.clone(),
@@ -305,7 +313,8 @@ pub async fn run(
 
 /// How often the root is resolved again, to notice that it leads to a new
 /// checkout (git-sync swaps a symbolic link to each new one and deletes the
-/// old one).
+/// old one) or to another directory at the same path (deleted and made
+/// again).
 const CHECKOUT_CHECK: Duration = Duration::from_secs(1);
 
 /// What establishes the watch, and re-establishes it on a new checkout.
@@ -322,7 +331,9 @@ struct Watching {
 
 impl Watching {
     /// Establishes the watch, then follows the root to each new checkout
-    /// until `stop`: the watch is rebuilt there and a run is asked for.
+    /// until `stop`: the watch is rebuilt there and a run is asked for. A
+    /// new checkout is another path or another directory (its [`Identity`])
+    /// the root leads to, or the watched one reported removed.
     async fn follow(
         self,
         engine: EngineHandle,
@@ -351,10 +362,11 @@ impl Watching {
             let Some(now) = self.resolve().await else {
                 continue;
             };
-            if current.as_ref() == Some(&now) {
+            let lost = self.slot.get().is_some_and(|watch| watch.is_lost());
+            if current.as_ref() == Some(&now) && !lost {
                 continue;
             }
-            tracing::info!(checkout = %now.display(), "the root leads to a new checkout");
+            tracing::info!(checkout = %now.0.display(), "the root leads to a new checkout");
             current = Some(now);
             // A failure is kept until the next checkout, not retried each tick.
             if self.establish().await {
@@ -364,11 +376,13 @@ impl Watching {
         }
     }
 
-    /// The folder the root leads to now.
-    async fn resolve(&self) -> Option<PathBuf> {
+    /// The folder the root leads to now, and which directory that is.
+    async fn resolve(&self) -> Option<(PathBuf, Identity)> {
         let root = self.root.clone();
         self.bridge
-            .run_blocking(Duration::from_secs(10), move || std::fs::canonicalize(root))
+            .run_blocking(Duration::from_secs(10), move || {
+                Ok::<_, std::io::Error>((std::fs::canonicalize(&root)?, Identity::of(&root)?))
+            })
             .await
             .ok()
             .and_then(Result::ok)
@@ -376,7 +390,8 @@ impl Watching {
 
     /// Watches the root as it is now (walking the tree is blocking work,
     /// through the bridge), replacing the previous watch. False if it failed;
-    /// the failure is reported and makes the service unready.
+    /// the failure is reported and makes the service unready, and the
+    /// previous watch, of a directory the root no longer leads to, is dropped.
     async fn establish(&self) -> bool {
         let (filter, poll) = (Filter::new(&self.root, &self.extensions), self.poll);
         let (inner, events) = (self.bridge.clone(), self.events.clone());
@@ -397,6 +412,7 @@ impl Watching {
             Err(e) => format!("setting up the watch: {e}"),
         };
         tracing::error!(%message, "the watch could not be established");
+        self.slot.clear();
         if let Some(reporter) = &self.reporter {
             reporter.report(v1::event::Payload::Error(v1::ComponentError {
                 kind: "watch".to_owned(),

@@ -3,11 +3,16 @@
 //! inotify watch), new directories added as they appear. The notify
 //! callback thread hands each filtered change to async code through the
 //! async bridge.
+//!
+//! A watch belongs to one directory, told by its [`Identity`]: when the
+//! root leads to another one (a link swapped, the root deleted and made
+//! again) or the root's own watch reports it removed, the watch is stale;
+//! readiness says so and the service watches the root afresh.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use automation_async_bridge::Bridge;
 use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
@@ -72,6 +77,30 @@ fn classify(path: &Path, error: &notify::Error) -> WatchError {
     }
 }
 
+/// Which directory a path leads to: device, inode and, where the file
+/// system records it, birth time. Device and inode alone cannot tell a
+/// root deleted and made again: ext4 gives the new directory the inode the
+/// old one just freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    device: u64,
+    inode: u64,
+    born: Option<SystemTime>,
+}
+
+impl Identity {
+    /// The identity of the directory `path` leads to (links followed).
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            born: meta.created().ok(),
+        })
+    }
+}
+
 /// The current watch, if one is established. It is replaced when the root
 /// leads to a new checkout (a symbolic link swapped by git-sync).
 #[derive(Debug, Default)]
@@ -91,6 +120,12 @@ impl WatchSlot {
     pub fn set(&self, watch: Arc<Watch>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(watch);
     }
+
+    /// No watch is current any more (a new one could not be established):
+    /// the previous one stops watching once the last user drops it.
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// A running watch of one root.
@@ -98,12 +133,20 @@ pub struct Watch {
     watcher: Mutex<Box<dyn Watcher + Send>>,
     filter: Arc<Mutex<Filter>>,
     watched: AtomicUsize,
+    root: PathBuf,
+    /// The directory the root led to when the watch began.
+    identity: Identity,
+    /// Set when the root's own watch reports the directory removed.
+    lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watch")
+            .field("root", &self.root)
+            .field("identity", &self.identity)
             .field("watched", &self.watched())
+            .field("lost", &self.is_lost())
             .finish_non_exhaustive()
     }
 }
@@ -118,11 +161,22 @@ impl Watch {
         tx: mpsc::Sender<WatchEvent>,
     ) -> Result<Arc<Self>, WatchError> {
         let root = filter.root().to_path_buf();
+        let identity = Identity::of(&root).map_err(|e| WatchError::Other {
+            path: root.clone(),
+            reason: e.to_string(),
+        })?;
         let filter = Arc::new(Mutex::new(filter));
+        let lost = Arc::new(AtomicBool::new(false));
         let handler = {
-            let filter = Arc::clone(&filter);
+            let (filter, lost, root) = (Arc::clone(&filter), Arc::clone(&lost), root.clone());
             move |result: notify::Result<Event>| {
                 let started = Instant::now();
+                if let Ok(event) = &result
+                    && matches!(event.kind, EventKind::Remove(_))
+                    && event.paths.contains(&root)
+                {
+                    lost.store(true, Ordering::Relaxed);
+                }
                 let message = match result {
                     Ok(event) => match filter_event(&filter, event, started) {
                         Some(message) => message,
@@ -159,6 +213,9 @@ impl Watch {
             watcher: Mutex::new(watcher),
             filter,
             watched: AtomicUsize::new(0),
+            root: root.clone(),
+            identity,
+            lost,
         });
         watch.add_tree(&root)?;
         Ok(watch)
@@ -167,6 +224,35 @@ impl Watch {
     /// Directories watched.
     pub fn watched(&self) -> usize {
         self.watched.load(Ordering::Relaxed)
+    }
+
+    /// The directory the root led to when the watch began.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// Whether the root's own watch reported the directory removed.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// For readiness: whether this watch still watches what the root leads
+    /// to now, with at least one directory watched. Blocking (a `stat`).
+    pub fn check(&self) -> Result<(), String> {
+        let root = self.root.display();
+        if self.is_lost() {
+            return Err(format!(
+                "{root} was removed; it is watched again once it is back"
+            ));
+        }
+        match Identity::of(&self.root) {
+            Err(e) => Err(format!("{root}: {e}")),
+            Ok(now) if now != self.identity => Err(format!(
+                "{root} leads to another directory than the one watched; watching it afresh"
+            )),
+            Ok(_) if self.watched() == 0 => Err(format!("no directory of {root} is watched")),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Watches `dir` and every directory below it that is not ignored, and
@@ -261,6 +347,29 @@ fn filter_event(filter: &Mutex<Filter>, event: Event, started: Instant) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_made_again_at_the_same_path_is_another_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let before = Identity::of(&root).unwrap();
+        std::fs::write(root.join("file"), "x").unwrap();
+        assert_eq!(
+            Identity::of(&root).unwrap(),
+            before,
+            "contents do not matter"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        let after = Identity::of(&root).unwrap();
+        // Where the file system records no birth time, only a new inode
+        // tells them apart (and the watch's removal event covers the rest).
+        if before.born.is_some() || before.inode != after.inode {
+            assert_ne!(after, before);
+        }
+        assert!(Identity::of(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn the_watch_limit_names_the_setting_to_raise() {

@@ -54,6 +54,7 @@ struct Watcher {
     control: tempfile::TempDir,
     client: TestWatcherClient<Channel>,
     runs: Streaming<RunSummary>,
+    health: automation_health::HealthChecker,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -109,6 +110,7 @@ impl Watcher {
             control,
             client,
             runs,
+            health: handles.health,
             shutdown,
             task,
         }
@@ -672,5 +674,54 @@ async fn follow_a_checkout_swap(poll: Option<Duration>) {
         .unwrap()
         .into_inner();
     assert_eq!(status.watch_root, link.display().to_string());
+    w.stop().await;
+}
+
+/// WATCH_ROOT deleted and made again at the same path (a volume filled
+/// again, a checkout cloned again in place; ext4 even gives the new
+/// directory the old one's inode): the watch follows the new directory, and
+/// the service is never ready while nothing is watched.
+#[tokio::test]
+async fn a_root_deleted_and_made_again_is_watched_again() {
+    root_made_again(None).await;
+}
+
+/// The same with the polling watcher, as the Kubernetes manifests run it.
+#[tokio::test]
+async fn a_root_made_again_is_watched_again_when_polling_too() {
+    root_made_again(Some(Duration::from_millis(100))).await;
+}
+
+async fn root_made_again(poll: Option<Duration>) {
+    let mut w = Watcher::start(None, |c| c.poll = poll).await;
+    w.write("src/a.rs", "1");
+    let run = w.next_run().await;
+    assert_eq!(relative_paths(&run), vec!["src/a.rs"]);
+
+    std::fs::remove_dir_all(w.root.path()).unwrap();
+    w.health.check_now().await;
+    assert!(!w.health.is_ready(), "{:?}", w.health.report());
+    std::fs::create_dir_all(w.path("src")).unwrap();
+
+    // Ready again only once the new directory is watched, so a save made
+    // as soon as it is ready runs the tests.
+    within("ready again", async {
+        loop {
+            w.health.check_now().await;
+            if w.health.is_ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    w.write("src/b.rs", "2");
+    loop {
+        let run = w.next_run().await;
+        assert_eq!(run.result, RunResult::Passed as i32, "{run:?}");
+        if run.trigger == "change" && relative_paths(&run).contains(&"src/b.rs") {
+            break;
+        }
+    }
     w.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use automation_proto::v1::collector_client::CollectorClient;
@@ -16,9 +17,11 @@ use crate::client::{BearerToken, ClientError};
 /// across its other work.
 pub(super) type Attempt = Pin<Box<dyn Future<Output = Result<PushResponse, Status>> + Send>>;
 
+/// Cheap to clone: clones share the channel and the token.
+#[derive(Clone)]
 pub(super) struct Connection {
     client: CollectorClient<Channel>,
-    authorization: Option<BearerToken>,
+    authorization: Option<Arc<BearerToken>>,
     push_timeout: Duration,
 }
 
@@ -35,7 +38,8 @@ impl Connection {
             .token_file
             .as_deref()
             .map(BearerToken::open)
-            .transpose()?;
+            .transpose()?
+            .map(Arc::new);
         Ok(Self {
             client: CollectorClient::new(endpoint.connect_lazy()),
             authorization,
@@ -44,7 +48,7 @@ impl Connection {
     }
 
     /// Starts pushing `batch`; the attempt gives up after the push timeout.
-    pub(super) fn push(&mut self, batch: EventBatch) -> Attempt {
+    pub(super) fn push(&self, batch: EventBatch) -> Attempt {
         let mut request = Request::new(batch);
         request.set_timeout(self.push_timeout);
         if let Some(authorization) = &self.authorization {

@@ -204,7 +204,7 @@ impl Sender {
 
 /// Answers that no retry can change: the batch is refused for good.
 /// `OUT_OF_RANGE` is what tonic answers for a message over its decoding limit.
-fn is_final(code: Code) -> bool {
+pub(super) fn is_final(code: Code) -> bool {
     matches!(code, Code::InvalidArgument | Code::OutOfRange)
 }
 
@@ -224,7 +224,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 
 /// `Unavailable: tcp connect error: ... Connection refused`: the code, the
 /// message and the causes, without `Status`'s debug rendering.
-fn describe(status: &Status) -> String {
+pub(super) fn describe(status: &Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     append_causes(&mut text, std::error::Error::source(status));
     text

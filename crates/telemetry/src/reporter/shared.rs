@@ -7,14 +7,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use automation_proto::v1::{Event, event::Payload};
+use automation_proto::v1::event::Payload;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::buffer::{EventQueue, Waiting};
-use super::{ReporterConfig, ReporterStats, limits};
+use super::{ReporterConfig, ReporterStats};
 
 /// Every event the reporter keeps: waiting, or in the batch being sent.
 pub(super) struct Queue {
@@ -230,12 +230,8 @@ pub(super) fn after_from(start: Instant, delay: Duration) -> Instant {
 }
 
 /// Bounds, stamps and measures an event, before any lock is taken.
-fn prepare(mut payload: Payload) -> Waiting {
-    limits::bound(&mut payload);
-    Waiting::new(Event {
-        time: Some(SystemTime::now().into()),
-        payload: Some(payload),
-    })
+fn prepare(payload: Payload) -> Waiting {
+    Waiting::new(super::Reporter::event(payload))
 }
 
 #[cfg(test)]

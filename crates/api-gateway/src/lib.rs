@@ -34,6 +34,7 @@ use automation_health::HealthChecker;
 use automation_proto::v1::{self, api_gateway_server::ApiGatewayServer};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::serve::connection::ConnectionLimits;
 use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -79,6 +80,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Then how long in-flight work may take.
     pub shutdown_grace: Duration,
+    /// What one gRPC connection may hold, and for how long.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {
@@ -103,6 +106,7 @@ impl Config {
             tls: None,
             shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -253,7 +257,7 @@ pub async fn run(
         tls: config.tls.clone(),
         shutdown_delay: config.shutdown_delay,
         shutdown_grace: config.shutdown_grace,
-        connections: Default::default(),
+        connections: config.connections,
     };
     let handles = Handles {
         gateway: Arc::clone(&gateway),

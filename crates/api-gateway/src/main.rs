@@ -68,6 +68,7 @@ async fn main() {
     config.balance_interval = g.balance_interval;
     config.shutdown_delay = cli.common.shutdown_delay;
     config.shutdown_grace = cli.common.shutdown_grace;
+    config.connections = cli.common.connections.limits();
     config.reporter = Some(cli.reporter.reporter_config(
         NAME,
         &instance,

@@ -63,6 +63,7 @@ async fn main() {
     config.audit_on_start = !a.skip_startup_audit;
     config.shutdown_delay = cli.common.shutdown_delay;
     config.shutdown_grace = cli.common.shutdown_grace;
+    config.connections = cli.common.connections.limits();
     config.reporter = Some(cli.reporter.reporter_config(
         NAME,
         &instance,

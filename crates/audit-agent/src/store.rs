@@ -5,7 +5,10 @@
 //! The schema carries a version (`PRAGMA user_version`) and an application
 //! id. Migrations run at start, each in its own transaction. A database
 //! written by a newer binary is refused with a clear message, never altered,
-//! so rolling back a deployment is safe. A file that is not ours (another
+//! so rolling back a deployment is safe. The version moves only for changes
+//! an older binary could not live with: tables only newer binaries use (the
+//! outbox) are [`ADDITIONS`], made at every open if missing, and an older
+//! binary of the same version runs on beside them. A file that is not ours (another
 //! application's database, a corrupt file) is never written to.
 //!
 //! Every open runs SQLite's quick integrity check before anything is
@@ -39,7 +42,7 @@ use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
 use crate::model::{MarkerKind, TaskState};
 
 /// The newest schema this binary knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 1;
 
 /// The longest background work (health checks, the outbox) waits for
 /// another process's lock on the database.
@@ -68,22 +71,27 @@ const MIGRATIONS: &[&str] = &[
          state TEXT NOT NULL,
          PRIMARY KEY (path, marker, key)
      ) WITHOUT ROWID;",
-    // 2: the outbox. AUTOINCREMENT: an id is never used again, even once
-    // every row is deleted, because it is the batch's sequence. The
-    // incarnation is random once per database (non-zero, as the collector
-    // wants), so a batch sent again after a restart is a replay.
-    "CREATE TABLE outbox (
+];
+
+/// Tables older binaries of [`SCHEMA_VERSION`] ignore, made if missing.
+///
+/// The outbox. AUTOINCREMENT: an id is never used again, even once every
+/// row is deleted, because it is the batch's sequence. The incarnation is
+/// random once per database (non-zero, as the collector wants), so a batch
+/// sent again after a restart is a replay. An older binary running on this
+/// database (a rollback) stores its audits without outbox rows and reports
+/// them directly; rows it leaves are sent by the next newer binary.
+const ADDITIONS: &str = "CREATE TABLE IF NOT EXISTS outbox (
          id INTEGER PRIMARY KEY AUTOINCREMENT,
          events INTEGER NOT NULL,
          batch BLOB NOT NULL
      );
-     CREATE TABLE outbox_source (
+     CREATE TABLE IF NOT EXISTS outbox_source (
          id INTEGER PRIMARY KEY CHECK (id = 1),
          incarnation INTEGER NOT NULL CHECK (incarnation > 0)
      );
-     INSERT INTO outbox_source (id, incarnation)
-         VALUES (1, (random() & 0x7fffffffffffffff) | 1);",
-];
+     INSERT OR IGNORE INTO outbox_source (id, incarnation)
+         VALUES (1, (random() & 0x7fffffffffffffff) | 1);";
 
 /// A database problem, with the file and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -772,6 +780,8 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
         tx.commit().map_err(sqlite("migrating the schema"))?;
         tracing::info!(path = %path.display(), version = n + 1, "database schema migrated");
     }
+    conn.execute_batch(ADDITIONS)
+        .map_err(sqlite("adding the outbox"))?;
     Ok(conn)
 }
 
@@ -988,18 +998,19 @@ pub fn restore(from: &Path, database: &Path) -> Result<Copied, StoreError> {
     // sequences the restored outbox will use again: a new incarnation keeps
     // its batches from being taken for those replays. (A restore counts
     // again what happened since the backup, as it does the commits.)
-    if copied.schema_version >= 2 {
-        target
-            .execute(
+    target
+        .execute_batch(ADDITIONS)
+        .and_then(|()| {
+            target.execute(
                 "UPDATE outbox_source SET incarnation = (random() & 0x7fffffffffffffff) | 1",
                 [],
             )
-            .map_err(|source| StoreError::Sqlite {
-                path: database.to_owned(),
-                action: "renewing the outbox incarnation",
-                source,
-            })?;
-    }
+        })
+        .map_err(|source| StoreError::Sqlite {
+            path: database.to_owned(),
+            action: "renewing the outbox incarnation",
+            source,
+        })?;
     Ok(copied)
 }
 
@@ -1095,7 +1106,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_database_is_migrated_with_its_history() {
+    fn a_database_of_an_earlier_binary_gets_its_outbox_and_keeps_its_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         {

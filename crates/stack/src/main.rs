@@ -137,15 +137,32 @@ async fn main() {
     watcher.auth = auth.clone();
     audit.auth = auth.clone();
     gateway.auth = auth;
-    for (delay, grace) in [
-        (&mut collector.shutdown_delay, &mut collector.shutdown_grace),
-        (&mut watcher.shutdown_delay, &mut watcher.shutdown_grace),
-        (&mut audit.shutdown_delay, &mut audit.shutdown_grace),
-        (&mut gateway.shutdown_delay, &mut gateway.shutdown_grace),
+    for (delay, grace, connections) in [
+        (
+            &mut collector.shutdown_delay,
+            &mut collector.shutdown_grace,
+            &mut collector.connections,
+        ),
+        (
+            &mut watcher.shutdown_delay,
+            &mut watcher.shutdown_grace,
+            &mut watcher.connections,
+        ),
+        (
+            &mut audit.shutdown_delay,
+            &mut audit.shutdown_grace,
+            &mut audit.connections,
+        ),
+        (
+            &mut gateway.shutdown_delay,
+            &mut gateway.shutdown_grace,
+            &mut gateway.connections,
+        ),
     ] {
         // One process on a laptop: nobody's load balancer to wait for.
         *delay = Duration::ZERO;
         *grace = cli.common.shutdown_grace;
+        *connections = cli.common.connections.limits();
     }
 
     let config = StackConfig {

@@ -35,6 +35,7 @@ use automation_proto::v1::{self, WatcherStatus, test_watcher_server::TestWatcher
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
 use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
+use automation_telemetry::serve::connection::ConnectionLimits;
 use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
 use tokio::sync::{mpsc, watch as status_watch};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Then how long in-flight work may take.
     pub shutdown_grace: Duration,
+    /// What one gRPC connection may hold, and for how long.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {
@@ -98,6 +101,7 @@ impl Config {
             tls: None,
             shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -281,7 +285,7 @@ pub async fn run(
         tls: config.tls.clone(),
         shutdown_delay: config.shutdown_delay,
         shutdown_grace: config.shutdown_grace,
-        connections: Default::default(),
+        connections: config.connections,
     };
     let handles = Handles {
         engine,

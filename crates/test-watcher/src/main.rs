@@ -28,6 +28,7 @@ async fn main() {
     config.run_on_start = w.run_on_start;
     config.shutdown_delay = cli.common.shutdown_delay;
     config.shutdown_grace = cli.common.shutdown_grace;
+    config.connections = cli.common.connections.limits();
     config.reporter = Some(cli.reporter.reporter_config(
         NAME,
         &instance,

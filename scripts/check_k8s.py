@@ -273,8 +273,11 @@ def auth_problems(overlay, name, main, env, volumes, by_kind):
 
 
 def template_refs(text):
-    """The data keys a Go template reads: `.name` and `index . "name"`."""
-    return set(re.findall(r"{{-?\s*\.(\w+)", text)) | set(re.findall(r'index\s+\.\s+"([^"]+)"', text))
+    """The data keys a Go template reads: `.name` anywhere in an action (not a
+    field of a variable or of a call's result) and `index . "name"`."""
+    actions = re.findall(r"{{(.*?)}}", text, re.S)
+    fields = {name for action in actions for name in re.findall(r'(?<![\w$)"])\.(\w+)', action)}
+    return fields | set(re.findall(r'index\s+\.\s+"([^"]+)"', text))
 
 
 def externalsecret_problems(overlay, by_kind):

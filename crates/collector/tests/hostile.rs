@@ -290,8 +290,8 @@ async fn new_incarnations_keep_only_the_newest_replay_windows() {
     config.limits.max_incarnations = 4;
     let collector = TestCollector::start(config).await;
     let mut client = collector.client().await;
-    for incarnation in 1..=100u64 {
-        let answer = client
+    let mut first_batch_of = async |incarnation| {
+        client
             .push(batch(
                 source("test-watcher", "tw", incarnation),
                 1,
@@ -299,7 +299,10 @@ async fn new_incarnations_keep_only_the_newest_replay_windows() {
             ))
             .await
             .unwrap()
-            .into_inner();
+            .into_inner()
+    };
+    for incarnation in 1..=100u64 {
+        let answer = first_batch_of(incarnation).await;
         assert!(!answer.duplicate, "a new incarnation is never a duplicate");
     }
     let m = collector.metrics().await;
@@ -310,15 +313,7 @@ async fn new_incarnations_keep_only_the_newest_replay_windows() {
     );
     // The newest still recognise their replays.
     for incarnation in 97..=100u64 {
-        let replay = client
-            .push(batch(
-                source("test-watcher", "tw", incarnation),
-                1,
-                vec![heartbeat(10.0)],
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let replay = first_batch_of(incarnation).await;
         assert!(replay.duplicate, "incarnation {incarnation}");
     }
 }

@@ -216,6 +216,11 @@ fn with_retry_hint(code: Code, message: String, wait: Duration) -> Status {
 
 /// The status for a request over [`MAX_REQUEST_BYTES`]; `detail` is tonic's
 /// account of the sizes.
+/// The most text (content and reasoning) one unary answer gathers: what a
+/// gRPC client decodes by default (4 MiB), so the gateway never holds more
+/// for one call than its client could take.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
 fn request_too_large(detail: &str) -> Status {
     let detail = detail.strip_prefix("Error, ").unwrap_or(detail);
     Status::resource_exhausted(format!(
@@ -510,6 +515,22 @@ impl ApiGateway for ApiGatewayService {
                     }
                     if response.model.is_empty() {
                         response.model = delta.model;
+                    }
+                    let size = response.content.len()
+                        + response.reasoning_content.len()
+                        + delta.content.len()
+                        + delta.reasoning_content.len();
+                    if size > MAX_ANSWER_BYTES {
+                        drop(slot);
+                        call.holds_slot = false;
+                        return Err(call.refuse(
+                            ApiStatus::Invalid,
+                            "answer_too_large",
+                            Status::resource_exhausted(format!(
+                                "the answer is over {MAX_ANSWER_BYTES} bytes, the most one \
+                                 ChatCompletion returns; use StreamChatCompletion or a lower max_tokens"
+                            )),
+                        ));
                     }
                     response.content.push_str(&delta.content);
                     response

@@ -901,6 +901,38 @@ async fn a_huge_event_is_refused_naming_the_limit_and_counted() {
 }
 
 #[tokio::test]
+async fn an_answer_too_large_for_one_message_is_refused_not_gathered() {
+    let collector = TestCollector::start(automation_collector::Config::new("c")).await;
+    let upstream = FakeUpstream::start().await;
+    // Ten events under the event limit, over 4 MiB together, then more.
+    let mut items: Vec<Sse> = (0..10)
+        .map(|_| Sse::Data(chunk(&"z".repeat(900 * 1024))))
+        .collect();
+    items.push(Sse::Endless(format!("data: {}\n\n", chunk("more"))));
+    upstream.push(Reply::Stream(items));
+    let mut c = config(&upstream);
+    reporting(&mut c, &collector);
+    let mut gw = Gateway::start(c).await;
+    let error = gw.chat("write a lot").await.unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert!(
+        error.message().contains("StreamChatCompletion"),
+        "{error:?}"
+    );
+    collector
+        .eventually("the refusal counted", |m| {
+            m.get("deepseek_api_errors_total", &{
+                let mut l = labels(("model", "deepseek-chat"));
+                l.push(("kind", "answer_too_large"));
+                l
+            }) == Some(1.0)
+        })
+        .await;
+    gw.stop().await;
+    collector.stop().await;
+}
+
+#[tokio::test]
 async fn deadlines_fire_while_bytes_that_are_no_events_keep_coming() {
     let upstream = FakeUpstream::start().await;
     // Before the first token: keep-alives and blank lines, endlessly.

@@ -246,3 +246,18 @@ async fn undecodable_and_oversized_pushes_are_answered_plainly_and_counted() {
     );
     assert!(catalog::PUSH_CODES.contains(&"too_large"));
 }
+
+#[tokio::test]
+async fn the_server_announces_its_stream_limit_per_connection() {
+    let mut config = Config::new("collector-test");
+    config.connections.max_concurrent_streams = 30;
+    let collector = TestCollector::start(config).await;
+    let mut sender = h2_connection(collector.grpc).await.ready().await.unwrap();
+    // One finished exchange: the server's settings have arrived by then.
+    let (response, mut body) = sender
+        .send_request(push_request(collector.grpc), false)
+        .unwrap();
+    body.send_data(frame_header(0), true).unwrap();
+    let _ = within("an answer", grpc_status(response)).await;
+    assert_eq!(sender.current_max_send_streams(), 30);
+}

@@ -24,6 +24,12 @@ pub enum Reject {
     ValueTooLarge,
     /// The event time is malformed or too far in the future.
     InvalidTime,
+    /// An OTLP metric of a kind the collector does not take (exponential
+    /// histograms, summaries).
+    UnsupportedMetric,
+    /// An OTLP metric whose name is the platform's own, or in use with
+    /// another type.
+    MetricConflict,
 }
 
 impl Reject {
@@ -36,6 +42,8 @@ impl Reject {
             Reject::LabelTooLong => 3,
             Reject::ValueTooLarge => 4,
             Reject::InvalidTime => 5,
+            Reject::UnsupportedMetric => 6,
+            Reject::MetricConflict => 7,
         }
     }
 }
@@ -244,13 +252,13 @@ pub fn apply(
     now: Instant,
 ) {
     let s = &inst.series;
-    let c = &inst.common;
     match payload {
         Payload::Heartbeat(h) => {
             {
                 let mut live = inst.liveness();
                 live.interval = std::time::Duration::from_secs_f64(h.interval_seconds);
             }
+            let c = inst.process();
             let mut incarnations = inst.incarnations();
             let state = incarnations.entry(incarnation).or_default();
             state.last_seen = Some(now);
@@ -380,6 +388,7 @@ pub fn apply(
             gw.in_flight.set(call.in_flight_requests as f64);
         }
         Payload::BridgeCall(b) => {
+            let c = inst.process();
             c.bridge_calls.at(s, b.direction).increment(1);
             match v1::BridgeOutcome::try_from(b.outcome) {
                 Ok(v1::BridgeOutcome::Error | v1::BridgeOutcome::Panic) => {
@@ -398,7 +407,7 @@ pub fn apply(
         }
         Payload::Error(e) => {
             let kind = non_empty(&e.kind);
-            match inst.component {
+            match inst.component.as_str() {
                 "test-watcher" => count_kind(inst, &inst.watcher().errors, id::TW_ERRORS, kind),
                 "audit-agent" => count_kind(inst, &inst.audit().errors, id::AA_ERRORS, kind),
                 "api-gateway" => {
@@ -408,15 +417,15 @@ pub fn apply(
                 // Components without an error metric: the event is counted
                 // as received and logged, which is all there is to do.
                 _ => {
-                    tracing::debug!(component = inst.component, instance = %inst.name, kind, "component error")
+                    tracing::debug!(component = %inst.component, instance = %inst.name, kind, "component error")
                 }
             }
         }
         Payload::Goodbye(_) => {
             let mut live = inst.liveness();
             live.presence = Presence::Stopped { since: now };
-            c.up.set(0.0);
-            c.stopped.set(1.0);
+            inst.common.up.set(0.0);
+            inst.common.stopped.set(1.0);
         }
     }
 }

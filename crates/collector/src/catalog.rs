@@ -129,7 +129,12 @@ pub const EVENTS: &[&str] = &[
     "error",
     "goodbye",
     "gateway_request",
+    "otlp_data_point",
 ];
+/// The index of OTLP data points in [`EVENTS`].
+pub const EVENT_OTLP: usize = 9;
+/// `collector_series_limited_total{metric}` of OTLP series refused by the guard.
+pub const OTLP_LIMITED: &str = "otlp";
 /// `collector_events_rejected_total{reason}`.
 pub const REJECT_REASONS: &[&str] = &[
     "no_payload",
@@ -138,6 +143,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "label_too_long",
     "value_too_large",
     "invalid_time",
+    "unsupported_metric",
+    "metric_conflict",
 ];
 
 /// The largest values one event may carry. Nothing real comes near them;
@@ -163,6 +170,10 @@ pub mod limits {
     pub const BALANCE: f64 = 1e12;
     /// How far in the future an event time or a start time may be (seconds).
     pub const FUTURE_SECONDS: f64 = 86_400.0;
+    /// Attributes of one OTLP data point.
+    pub const OTLP_ATTRIBUTES: usize = 32;
+    /// Bucket bounds of one OTLP histogram point.
+    pub const HISTOGRAM_BOUNDS: usize = 128;
 }
 
 /// One entry of the printed limits.
@@ -211,6 +222,14 @@ pub const VALUE_LIMITS: &[ValueLimit] = &[
     ValueLimit {
         applies_to: "event time and process start time, seconds past now",
         max: limits::FUTURE_SECONDS,
+    },
+    ValueLimit {
+        applies_to: "attributes of an OTLP data point",
+        max: limits::OTLP_ATTRIBUTES as f64,
+    },
+    ValueLimit {
+        applies_to: "bucket bounds of an OTLP histogram point",
+        max: limits::HISTOGRAM_BOUNDS as f64,
     },
 ];
 
@@ -677,17 +696,17 @@ pub static METRICS: &[MetricDef] = &[
     ),
     counter(
         "collector_events_received_total",
-        "Events received in accepted batches, by payload type.",
+        "Events received in accepted batches (and OTLP data points), by payload type.",
         &[fixed("event", EVENTS)],
     ),
     counter(
         "collector_events_rejected_total",
-        "Events rejected for an impossible value, by reason.",
+        "Events and OTLP data points rejected, by reason.",
         &[fixed("reason", REJECT_REASONS)],
     ),
     counter(
         "collector_series_limited_total",
-        "New series refused by the cardinality guard and folded into other, by metric.",
+        "New series refused by the cardinality guard, by metric: folded into other, or for OTLP series (metric=\"otlp\") refused.",
         &[free("metric")],
     ),
     histogram(

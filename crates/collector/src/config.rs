@@ -25,10 +25,32 @@ pub struct Cli {
     /// HTTP admin listen address (/metrics, /health, /ready).
     #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9400")]
     pub http_listen: SocketAddr,
+    /// OTLP/gRPC listen address (`off`: not served; OTLP/gRPC is also
+    /// served on the gRPC port).
+    #[arg(long, env = "OTLP_GRPC_LISTEN", value_parser = parse_listen, default_value = "0.0.0.0:4317")]
+    pub otlp_grpc_listen: Listen,
+    /// OTLP/HTTP listen address for `POST /v1/metrics` (`off`: not served).
+    #[arg(long, env = "OTLP_HTTP_LISTEN", value_parser = parse_listen, default_value = "0.0.0.0:4318")]
+    pub otlp_http_listen: Listen,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
     pub collector: CollectorArgs,
+}
+
+/// A listen address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+/// `host:port`, or `off`.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    match text.trim() {
+        "off" => Ok(Listen(None)),
+        addr => addr
+            .parse()
+            .map(|addr| Listen(Some(addr)))
+            .map_err(|e| format!("{e} (write host:port, or off)")),
+    }
 }
 
 /// Subcommands.
@@ -75,6 +97,9 @@ pub struct CollectorArgs {
     /// heartbeat interval it claims.
     #[arg(long, env = "MAX_SILENCE", value_parser = parse_interval, default_value = "10m")]
     pub max_silence: Duration,
+    /// OTLP metric names held at once; points of further names are refused.
+    #[arg(long, env = "MAX_OTLP_METRICS", default_value_t = 1_000)]
+    pub max_otlp_metrics: usize,
     /// Replay windows kept per instance (its newest incarnations).
     #[arg(long, env = "MAX_INCARNATIONS", default_value_t = 8)]
     pub max_incarnations: usize,
@@ -96,6 +121,7 @@ impl CollectorArgs {
             stopped_linger: self.stopped_linger,
             dedup_memory: self.dedup_memory,
             max_incarnations: self.max_incarnations,
+            max_otlp_metrics: self.max_otlp_metrics,
             max_silence: self.max_silence,
         }
     }

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{
 use crate::catalog::{self, Kind, METRICS, OTHER, id};
 use crate::dedup::Window;
 use crate::guard::Guard;
+use crate::otlp::store::{OtlpGuard, OtlpSeries};
 
 static METADATA: Metadata<'static> = Metadata::new("collector", Level::INFO, None);
 
@@ -64,13 +65,13 @@ impl std::fmt::Debug for Series {
 
 impl Series {
     fn new(
-        component: &'static str,
+        component: &str,
         instance: &str,
         guard: Arc<Guard>,
         limited: Arc<dyn Fn(usize) + Send + Sync>,
     ) -> Self {
         let mut builder = PrometheusBuilder::new()
-            .add_global_label("component", component)
+            .add_global_label("component", exposable(component))
             .add_global_label("component_instance", exposable(instance));
         for m in METRICS.iter().filter(|m| m.kind == Kind::Histogram) {
             builder = builder
@@ -253,11 +254,26 @@ impl<V: Clone> Free<V> {
     }
 }
 
-/// Series every instance has.
+/// Series every instance has: whether it is heard from.
 #[derive(Debug)]
 pub struct CommonMetrics {
     pub up: Gauge,
     pub stopped: Gauge,
+}
+
+impl CommonMetrics {
+    fn new(s: &Series) -> Self {
+        Self {
+            up: s.register(id::UP, &[]),
+            stopped: s.register(id::STOPPED, &[]),
+        }
+    }
+}
+
+/// Series of the platform's reporters: process and system figures from
+/// heartbeats, async-bridge calls. An OTLP sender does not get them.
+#[derive(Debug)]
+pub struct ProcessMetrics {
     pub rss: Gauge,
     pub cpu: Counter,
     pub fds: Gauge,
@@ -274,11 +290,9 @@ pub struct CommonMetrics {
     pub bridge_duration: Fixed<Histogram>,
 }
 
-impl CommonMetrics {
+impl ProcessMetrics {
     fn new(s: &Series) -> Self {
         Self {
-            up: s.register(id::UP, &[]),
-            stopped: s.register(id::STOPPED, &[]),
             rss: s.register(id::PROC_RSS, &[]),
             cpu: s.register(id::PROC_CPU, &[]),
             fds: s.register(id::PROC_FDS, &[]),
@@ -434,6 +448,7 @@ pub struct CollectorMetrics {
     pub received: Fixed<Counter>,
     pub rejected: Fixed<Counter>,
     pub limited: Vec<OnceLock<Counter>>,
+    pub otlp_limited: OnceLock<Counter>,
     pub push_duration: Histogram,
     pub windows_evicted: Counter,
     pub instances_evicted: Counter,
@@ -446,6 +461,7 @@ impl CollectorMetrics {
             received: Fixed::new(s, id::COL_RECEIVED, &[]),
             rejected: Fixed::new(s, id::COL_REJECTED, &[]),
             limited: METRICS.iter().map(|_| OnceLock::new()).collect(),
+            otlp_limited: OnceLock::new(),
             push_duration: s.register(id::COL_PUSH_DURATION, &[]),
             windows_evicted: s.register(id::COL_WINDOWS_EVICTED, &[]),
             instances_evicted: s.register(id::COL_INSTANCES_EVICTED, &[]),
@@ -492,14 +508,16 @@ pub struct Incarnation {
 /// A reporting instance.
 #[derive(Debug)]
 pub struct Instance {
-    pub component: &'static str,
+    pub component: String,
     pub name: String,
     pub series: Series,
     pub common: CommonMetrics,
+    process: OnceLock<ProcessMetrics>,
     watcher: OnceLock<WatcherMetrics>,
     audit: OnceLock<AuditMetrics>,
     gateway: OnceLock<GatewayMetrics>,
     collector: OnceLock<CollectorMetrics>,
+    otlp: OnceLock<OtlpSeries>,
     pub liveness: Mutex<Liveness>,
     pub incarnations: Mutex<HashMap<u64, Incarnation>>,
     /// Metrics left out of `/metrics` (the exporter cannot delete a series).
@@ -512,10 +530,13 @@ pub struct Instance {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Instance {
-    /// A new instance with its known label sets at 0, marked up.
+    /// A new instance with its known label sets at 0, marked up. A
+    /// `platform` instance (one of the platform's reporters, not an OTLP
+    /// sender) has its process, system, bridge and component series too.
     pub fn new(
-        component: &'static str,
+        component: &str,
         name: &str,
+        platform: bool,
         guard: Arc<Guard>,
         limited: Arc<dyn Fn(usize) + Send + Sync>,
         now: Instant,
@@ -524,14 +545,16 @@ impl Instance {
         let common = CommonMetrics::new(&series);
         common.up.set(1.0);
         let instance = Self {
-            component,
+            component: component.to_owned(),
             name: name.to_owned(),
             series,
             common,
+            process: OnceLock::new(),
             watcher: OnceLock::new(),
             audit: OnceLock::new(),
             gateway: OnceLock::new(),
             collector: OnceLock::new(),
+            otlp: OnceLock::new(),
             liveness: Mutex::new(Liveness {
                 presence: Presence::Up,
                 last_seen: now,
@@ -541,6 +564,10 @@ impl Instance {
             incarnations: Mutex::new(HashMap::new()),
             hidden: Mutex::new(Vec::new()),
         };
+        if !platform {
+            return instance;
+        }
+        instance.process();
         match component {
             "test-watcher" => {
                 instance.watcher();
@@ -557,6 +584,12 @@ impl Instance {
             _ => {}
         }
         instance
+    }
+
+    /// Process, system and bridge series, registered on first use.
+    pub fn process(&self) -> &ProcessMetrics {
+        self.process
+            .get_or_init(|| ProcessMetrics::new(&self.series))
     }
 
     /// test-watcher series, registered on first use.
@@ -580,6 +613,11 @@ impl Instance {
     pub fn collector(&self) -> &CollectorMetrics {
         self.collector
             .get_or_init(|| CollectorMetrics::new(&self.series))
+    }
+
+    /// Its OTLP series, made on first use under `guard`.
+    pub fn otlp(&self, guard: &Arc<OtlpGuard>) -> &OtlpSeries {
+        self.otlp.get_or_init(|| OtlpSeries::new(Arc::clone(guard)))
     }
 
     /// The liveness, locked.
@@ -631,6 +669,9 @@ impl Instance {
             text = kept;
         }
         self.render_info(&mut text);
+        if let Some(otlp) = self.otlp.get() {
+            otlp.render(&self.component, &self.name, &mut text);
+        }
         text
     }
 
@@ -647,7 +688,7 @@ impl Instance {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{component=\"{component}\",component_instance=\"{instance}\",version=\"{version}\"}} 1\n\n",
             name = info.name,
             help = info.help,
-            component = escaped(self.component),
+            component = escaped(&self.component),
             instance = escaped(&self.name),
             version = escaped(&version),
         ));

@@ -19,11 +19,13 @@ pub mod config;
 pub mod dedup;
 pub mod guard;
 pub mod instance;
+pub mod otlp;
 pub mod render;
 pub mod server;
 pub mod state;
 pub mod testing;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use automation_proto::v1::{Event, Heartbeat, event::Payload};
 use automation_telemetry::auth::BearerAuth;
 use automation_telemetry::sampler::Sampler;
 use automation_telemetry::serve::connection::ConnectionLimits;
-use automation_telemetry::serve::{Listeners, ServeOptions, serve};
+use automation_telemetry::serve::{Extra, Listeners, ServeOptions, listen, serve_with};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::ServerTlsConfig;
@@ -54,6 +56,10 @@ pub struct Config {
     pub max_pushes_per_connection: usize,
     /// What one gRPC connection may hold, and for how long.
     pub connections: ConnectionLimits,
+    /// Where OTLP/gRPC is served besides the gRPC port (4317), if anywhere.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// Where OTLP/HTTP (`POST /v1/metrics`) is served (4318), if anywhere.
+    pub otlp_http: Option<SocketAddr>,
     /// gRPC bearer tokens.
     pub auth: BearerAuth,
     /// TLS for the gRPC listener.
@@ -78,6 +84,8 @@ impl Config {
             max_concurrent_pushes: 1_024,
             max_pushes_per_connection: 16,
             connections: ConnectionLimits::default(),
+            otlp_grpc: None,
+            otlp_http: None,
             auth: BearerAuth::disabled(),
             tls: None,
             sweep_interval: Duration::from_secs(1),
@@ -98,6 +106,10 @@ pub struct Handles {
     pub state: Arc<State>,
     /// The health checker.
     pub health: HealthChecker,
+    /// The bound OTLP/gRPC address, when served.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// The bound OTLP/HTTP address, when served.
+    pub otlp_http: Option<SocketAddr>,
 }
 
 /// Serves gRPC and HTTP on `listeners` until `shutdown` is cancelled,
@@ -121,13 +133,43 @@ pub async fn run(
         background.clone(),
     ));
 
+    // One gate for every door, so pushes over any of them share the slots.
+    let gate = server::Gate::new(
+        config.max_concurrent_pushes,
+        config.max_pushes_per_connection,
+    );
+    let max_decoding = config.limits.max_batch_bytes.saturating_mul(4);
     let routes = Routes::new(server::grpc_service(
         Arc::clone(&state),
         config.auth.clone(),
-        config.limits.max_batch_bytes.saturating_mul(4),
-        config.max_concurrent_pushes,
-        config.max_pushes_per_connection,
+        max_decoding,
+        Arc::clone(&gate),
+    ))
+    .add_service(otlp::grpc_service(
+        Arc::clone(&state),
+        config.auth.clone(),
+        max_decoding,
+        Arc::clone(&gate),
     ));
+    let mut extra = Extra::default();
+    let (mut otlp_grpc, mut otlp_http) = (None, None);
+    if let Some(addr) = config.otlp_grpc {
+        let listener = listen("OTLP/gRPC", addr).await?;
+        otlp_grpc = listener.local_addr().ok();
+        extra.grpc.push(listener);
+    }
+    if let Some(addr) = config.otlp_http {
+        let listener = listen("OTLP/HTTP", addr).await?;
+        otlp_http = listener.local_addr().ok();
+        let router = otlp::http_router(
+            Arc::clone(&state),
+            config.auth.clone(),
+            gate,
+            max_decoding,
+            config.connections.request_body_timeout,
+        );
+        extra.http.push((listener, router));
+    }
     let options = ServeOptions {
         service: "collector".to_owned(),
         auth: config.auth.clone(),
@@ -139,13 +181,16 @@ pub async fn run(
     let handles = Handles {
         state: Arc::clone(&state),
         health: health.clone(),
+        otlp_grpc,
+        otlp_http,
     };
-    let served = serve(
+    let served = serve_with(
         options,
         &health,
         routes,
         server::metrics_router(Arc::clone(&state)),
         listeners,
+        extra,
         shutdown,
         move || {
             drop(starting);

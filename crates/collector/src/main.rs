@@ -21,6 +21,8 @@ async fn main() {
     config.max_concurrent_pushes = cli.collector.max_concurrent_pushes;
     config.max_pushes_per_connection = cli.collector.max_pushes_per_connection;
     config.connections = cli.common.connections.limits();
+    config.otlp_grpc = cli.otlp_grpc_listen.0;
+    config.otlp_http = cli.otlp_http_listen.0;
     config.sweep_interval = cli.collector.sweep_interval;
     config.shutdown_delay = cli.common.shutdown_delay;
     config.shutdown_grace = cli.common.shutdown_grace;

@@ -108,9 +108,10 @@ pub struct Admission<S> {
     state: Arc<State>,
 }
 
-/// The permits of [`Admission`]: a ceiling for the collector, a share per connection.
+/// The permits of [`Admission`]: a ceiling for the collector, a share per
+/// connection. One gate serves every door (gRPC pushes, OTLP/gRPC, OTLP/HTTP).
 #[derive(Debug)]
-struct Gate {
+pub struct Gate {
     permits: Arc<Semaphore>,
     per_connection: usize,
     /// Pushes in progress per connection (only connections with some).
@@ -119,14 +120,26 @@ struct Gate {
 
 /// One admitted push; dropping it gives the slot back.
 #[derive(Debug)]
-struct Ticket {
+pub struct Ticket {
     _permit: OwnedSemaphorePermit,
     gate: Arc<Gate>,
     peer: Option<SocketAddr>,
 }
 
 impl Gate {
-    fn admit(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Ticket, Status> {
+    /// At most `max_concurrent` pushes at once, `per_connection` of them
+    /// from one connection.
+    pub fn new(max_concurrent: usize, per_connection: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            per_connection: per_connection.max(1),
+            held: Mutex::default(),
+        })
+    }
+
+    /// A slot for a push from `peer`, or `RESOURCE_EXHAUSTED` saying why not.
+    #[allow(clippy::result_large_err)]
+    pub fn admit(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Ticket, Status> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(peer) = peer
             && held.get(&peer).copied().unwrap_or(0) >= self.per_connection
@@ -230,29 +243,35 @@ impl<S: NamedService> NamedService for Admission<S> {
     const NAME: &'static str = S::NAME;
 }
 
-/// The service as served: `auth`, admission control, then decoding of
-/// messages up to `max_decoding` bytes (the batch size limit itself is
-/// checked in [`State::push`], so an oversized batch below this ceiling gets
-/// `INVALID_ARGUMENT` naming the problem). At most `max_concurrent` pushes
-/// are in progress at once, `per_connection` of them from one connection.
+/// A door's gRPC service as served: `auth`, admission through `gate`, then
+/// the service (which decodes messages up to its own ceiling).
+pub fn guarded<S>(
+    service: S,
+    state: Arc<State>,
+    auth: BearerAuth,
+    gate: Arc<Gate>,
+) -> InterceptedService<Admission<S>, CountingAuth> {
+    let admission = Admission {
+        inner: service,
+        gate,
+        state: Arc::clone(&state),
+    };
+    InterceptedService::new(admission, CountingAuth { auth, state })
+}
+
+/// `automation.v1.Collector` as served, decoding messages up to
+/// `max_decoding` bytes (the batch size limit itself is checked in
+/// [`State::push`], so an oversized batch below this ceiling gets
+/// `INVALID_ARGUMENT` naming the problem).
 pub fn grpc_service(
     state: Arc<State>,
     auth: BearerAuth,
     max_decoding: usize,
-    max_concurrent: usize,
-    per_connection: usize,
+    gate: Arc<Gate>,
 ) -> InterceptedService<Admission<CollectorServer<CollectorService>>, CountingAuth> {
-    let admission = Admission {
-        inner: CollectorServer::new(CollectorService::new(Arc::clone(&state)))
-            .max_decoding_message_size(max_decoding),
-        gate: Arc::new(Gate {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            per_connection: per_connection.max(1),
-            held: Mutex::default(),
-        }),
-        state: Arc::clone(&state),
-    };
-    InterceptedService::new(admission, CountingAuth { auth, state })
+    let service = CollectorServer::new(CollectorService::new(Arc::clone(&state)))
+        .max_decoding_message_size(max_decoding);
+    guarded(service, state, auth, gate)
 }
 
 /// `/metrics`, rendered on a blocking thread so scrapes never stall the

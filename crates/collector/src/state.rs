@@ -13,6 +13,7 @@ use crate::apply::{self, Reject};
 use crate::catalog::{self, COMPONENTS, METRICS, OTHER, PushCode, id};
 use crate::guard::Guard;
 use crate::instance::{Incarnation, Instance, Presence};
+use crate::otlp::store::OtlpGuard;
 
 /// Limits and timings of a collector.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct Limits {
     /// whatever heartbeat interval it claims (it is down after three
     /// intervals, or this, whichever is sooner).
     pub max_silence: Duration,
+    /// OTLP metric names held at once, across instances.
+    pub max_otlp_metrics: usize,
     /// Replay windows kept per instance: its newest incarnations (a
     /// restart makes a new one; only the last few can still be retrying).
     pub max_incarnations: usize,
@@ -57,6 +60,7 @@ impl Default for Limits {
             stopped_linger: Duration::from_secs(5 * 60),
             dedup_memory: Duration::from_secs(6 * 60 * 60),
             max_incarnations: 8,
+            max_otlp_metrics: 1_000,
             max_silence: Duration::from_secs(10 * 60),
         }
     }
@@ -135,12 +139,14 @@ const MAX_FOLDED: usize = 100_000;
 pub struct State {
     limits: Limits,
     guard: Arc<Guard>,
-    /// One map per component in [`COMPONENTS`] order, then `other`.
+    /// One map per component in [`COMPONENTS`] order, then `other`, then
+    /// OTLP services that are no component ([`OTLP_MAP`]).
     instances: Vec<Instances>,
     own: Arc<Instance>,
     limited: Limited,
     retired: Mutex<Retired>,
     renders: AtomicU64,
+    otlp_guard: Arc<OtlpGuard>,
 }
 
 type Limited = Arc<dyn Fn(usize) + Send + Sync>;
@@ -165,10 +171,25 @@ fn component_name(index: usize) -> &'static str {
     COMPONENTS.get(index).copied().unwrap_or(OTHER)
 }
 
+/// The map of instances reporting over OTLP as services that are not
+/// platform components (after one map per component and one for `other`).
+const OTLP_MAP: usize = COMPONENTS.len() + 1;
+
+/// The `component` and `component_instance` labels of a new instance.
+#[derive(Debug, Clone, Copy)]
+struct Labels<'a> {
+    component: &'a str,
+    instance: &'a str,
+}
+
 impl State {
     /// A collector named `instance` (its own `component_instance`).
     pub fn new(limits: Limits, instance: &str, version: &str) -> Arc<Self> {
         let guard = Arc::new(Guard::new(limits.max_series_per_metric));
+        let otlp_guard = Arc::new(OtlpGuard::new(
+            limits.max_otlp_metrics,
+            limits.max_series_per_metric,
+        ));
         Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
             let weak = weak.clone();
             let limited: Limited = Arc::new(move |metric| {
@@ -179,6 +200,7 @@ impl State {
             let own = Arc::new(Instance::new(
                 "collector",
                 instance,
+                true,
                 Arc::clone(&guard),
                 Arc::clone(&limited),
                 Instant::now(),
@@ -187,11 +209,12 @@ impl State {
             State {
                 limits,
                 guard,
-                instances: (0..=COMPONENTS.len()).map(|_| RwLock::default()).collect(),
+                instances: (0..=OTLP_MAP).map(|_| RwLock::default()).collect(),
                 own,
                 limited,
                 retired: Mutex::default(),
                 renders: AtomicU64::new(0),
+                otlp_guard,
             }
         })
     }
@@ -215,6 +238,23 @@ impl State {
                     .register(id::COL_LIMITED, &[("metric", METRICS[metric].name)])
             })
             .increment(1);
+    }
+
+    /// The bounds on OTLP series.
+    pub fn otlp_guard(&self) -> &Arc<OtlpGuard> {
+        &self.otlp_guard
+    }
+
+    /// Counts OTLP points the guard refused.
+    pub(crate) fn count_limited_otlp(&self, n: u64) {
+        let own = self.own.collector();
+        own.otlp_limited
+            .get_or_init(|| {
+                self.own
+                    .series
+                    .register(id::COL_LIMITED, &[("metric", catalog::OTLP_LIMITED)])
+            })
+            .increment(n);
     }
 
     /// Counts a push refused before it reached [`State::push`].
@@ -283,12 +323,66 @@ impl State {
     /// name is folded into `other` until there is room again.
     fn instance(&self, source: &v1::Source, now: Instant) -> Arc<Instance> {
         let index = component_index(&source.service);
+        self.find_or_add(
+            index,
+            &source.instance,
+            Labels {
+                component: component_name(index),
+                instance: &source.instance,
+            },
+            now,
+        )
+    }
+
+    /// The instance an OTLP resource reports as: in its own map, keyed by
+    /// service and instance together (an OTLP service is any name, not one
+    /// of the platform's components), under the same limits.
+    pub(crate) fn otlp_instance(
+        &self,
+        service: &str,
+        instance: &str,
+        now: Instant,
+    ) -> Arc<Instance> {
+        let index = component_index(service);
+        if index < COMPONENTS.len() {
+            // A platform component sending OTLP too: the same instance as
+            // its own reporter's.
+            return self.find_or_add(
+                index,
+                instance,
+                Labels {
+                    component: component_name(index),
+                    instance,
+                },
+                now,
+            );
+        }
+        let key = format!("{service}\u{1f}{instance}");
+        self.find_or_add(
+            OTLP_MAP,
+            &key,
+            Labels {
+                component: service,
+                instance,
+            },
+            now,
+        )
+    }
+
+    /// The instance under `key` in map `index`, created labelled `labels`
+    /// (see [`State::instance`]).
+    fn find_or_add(
+        &self,
+        index: usize,
+        key: &str,
+        labels: Labels<'_>,
+        now: Instant,
+    ) -> Arc<Instance> {
         let map = &self.instances[index];
         {
             let read = map.read().unwrap_or_else(PoisonError::into_inner);
-            let found = read.instances.get(&source.instance).or_else(|| {
-                let waiting =
-                    read.full.load(Ordering::Acquire) && read.folded.contains(&source.instance);
+            let found = read.instances.get(key).or_else(|| {
+                let waiting = read.full.load(Ordering::Acquire) && read.folded.contains(key);
                 waiting.then(|| read.instances.get(OTHER)).flatten()
             });
             if let Some(found) = found {
@@ -297,39 +391,51 @@ impl State {
             }
         }
         let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = write.instances.get(&source.instance) {
+        if let Some(found) = write.instances.get(key) {
             self.alive(found, now);
             return Arc::clone(found);
         }
         let room =
             write.instances.len() < self.limits.max_instances || self.evict(&mut write, index, now);
-        let name = if room {
-            write.folded.remove(&source.instance);
-            source.instance.as_str()
+        let (key, labels) = if room {
+            write.folded.remove(key);
+            (key, labels)
         } else {
             write.full.store(true, Ordering::Release);
-            let counted = write.folded.contains(&source.instance);
+            let counted = write.folded.contains(key);
             if !counted {
                 self.count_limited(id::UP);
                 if write.folded.len() < MAX_FOLDED {
-                    write.folded.insert(source.instance.clone());
+                    write.folded.insert(key.to_owned());
                 }
             }
-            OTHER
+            let component = if index == OTLP_MAP {
+                OTHER
+            } else {
+                labels.component
+            };
+            (
+                OTHER,
+                Labels {
+                    component,
+                    instance: OTHER,
+                },
+            )
         };
         let component = &mut *write;
         let instance = component
             .instances
-            .entry(name.to_owned())
+            .entry(key.to_owned())
             .or_insert_with(|| {
                 tracing::info!(
-                    component = component_name(index),
-                    instance = name,
+                    component = labels.component,
+                    instance = labels.instance,
                     "new instance"
                 );
                 let instance = Instance::new(
-                    component_name(index),
-                    name,
+                    labels.component,
+                    labels.instance,
+                    index != OTLP_MAP,
                     Arc::clone(&self.guard),
                     Arc::clone(&self.limited),
                     now,
@@ -338,7 +444,7 @@ impl State {
                     .retired
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&(index, name.to_owned()));
+                    .remove(&(index, key.to_owned()));
                 if let Some((_, incarnations)) = retired {
                     *instance.incarnations() = incarnations;
                 }
@@ -477,7 +583,7 @@ impl State {
                 let silent = now.saturating_duration_since(live.last_seen);
                 match live.presence {
                     Presence::Up if silent > (live.interval * 3).min(self.limits.max_silence) => {
-                        tracing::warn!(component = inst.component, instance = %name, ?silent, "instance down");
+                        tracing::warn!(component = %inst.component, instance = %name, ?silent, "instance down");
                         live.presence = Presence::Down { since: now };
                         inst.common.up.set(0.0);
                     }

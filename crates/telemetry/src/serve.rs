@@ -95,6 +95,34 @@ pub enum ServeError {
     /// Server reflection could not be set up.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen {
+        /// What the listener is for.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` for `what`, or says which address could not be had.
+pub async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { what, addr, source })
+}
+
+/// More listeners for a service: gRPC listeners that serve the same routes
+/// (an OTLP port, say) and HTTP listeners with their own routers.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// Each serves the service's gRPC routes, under the same limits.
+    pub grpc: Vec<TcpListener>,
+    /// Each serves its router; handlers may read the peer's address
+    /// (`ConnectInfo<SocketAddr>`).
+    pub http: Vec<(TcpListener, axum::Router)>,
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully and
@@ -106,6 +134,33 @@ pub async fn serve(
     routes: Routes,
     admin: axum::Router,
     listeners: Listeners,
+    shutdown: CancellationToken,
+    serving: impl FnOnce(),
+) -> Result<(), ServeError> {
+    serve_with(
+        options,
+        health,
+        routes,
+        admin,
+        listeners,
+        Extra::default(),
+        shutdown,
+        serving,
+    )
+    .await
+}
+
+type Served = tokio::task::JoinHandle<Result<(), ServeError>>;
+
+/// [`serve`], with `extra` listeners beside the service's own two.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_with(
+    options: ServeOptions,
+    health: &HealthChecker,
+    routes: Routes,
+    admin: axum::Router,
+    listeners: Listeners,
+    extra: Extra,
     shutdown: CancellationToken,
     serving: impl FnOnce(),
 ) -> Result<(), ServeError> {
@@ -124,23 +179,33 @@ pub async fn serve(
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
-    let registry = Registry::default();
-    let tracking = TrackingLayer::new(registry.clone(), limits.request_body_timeout);
-    let incoming = TcpListenerStream::new(listeners.grpc).map(move |accepted| {
-        accepted.map(|stream| {
-            let _ = stream.set_nodelay(true);
-            TrackedStream::new(stream, limits, registry.clone())
-        })
-    });
     let stop = CancellationToken::new();
-    let grpc_server = builder
-        .layer(tracking)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-    let http_server = axum::serve(listeners.http, admin.merge(health.router()))
+    let mut tasks: Vec<Served> = Vec::new();
+    for listener in std::iter::once(listeners.grpc).chain(extra.grpc) {
+        let registry = Registry::default();
+        let tracking = TrackingLayer::new(registry.clone(), limits.request_body_timeout);
+        let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+            accepted.map(|stream| {
+                let _ = stream.set_nodelay(true);
+                TrackedStream::new(stream, limits, registry.clone())
+            })
+        });
+        let server = builder
+            .clone()
+            .layer(tracking)
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        tasks.push(tokio::spawn(async move { Ok(server.await?) }));
+    }
+    let admin = (listeners.http, admin.merge(health.router()));
+    for (listener, router) in std::iter::once(admin).chain(extra.http) {
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
         .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
+        tasks.push(tokio::spawn(async move { Ok(server.await?) }));
+    }
     serving();
     tracing::info!(service = %options.service, "serving");
 
@@ -150,15 +215,16 @@ pub async fn serve(
     tokio::time::sleep(options.shutdown_delay).await;
     stop.cancel();
     let drained = tokio::time::timeout(options.shutdown_grace, async {
-        (grpc_task.await, http_task.await)
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
     })
     .await;
     match drained {
-        Ok((grpc, http)) => {
-            if let Ok(result) = grpc {
-                result?;
-            }
-            if let Ok(result) = http {
+        Ok(results) => {
+            for result in results.into_iter().flatten() {
                 result?;
             }
         }

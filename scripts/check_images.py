@@ -113,7 +113,8 @@ def final_stage_problems(name, stage, ports):
     if exposed != sorted(ports.values()):
         problems.append(f"stage {name}: EXPOSE {exposed}, DESIGN §3 says {sorted(ports.values())}")
     env = env_of(steps)
-    for var, kind in (("GRPC_LISTEN", "grpc"), ("HTTP_LISTEN", "http")):
+    for kind in ports:
+        var = f"{kind.upper()}_LISTEN"
         want = f"0.0.0.0:{ports[kind]}"
         if env.get(var) != want:
             problems.append(f"stage {name}: {var}={env.get(var)!r}, want {want!r}")

@@ -40,7 +40,8 @@ YAMLLINT_CONFIG = "{extends: default, rules: {line-length: {max: 160}, document-
 
 # DESIGN §3: each service's gRPC port (probed) and HTTP admin port.
 SERVICES = {
-    "collector": {"grpc": 50051, "http": 9400},
+    # Besides DESIGN §3's two, the collector takes OTLP (<KIND>_LISTEN).
+    "collector": {"grpc": 50051, "http": 9400, "otlp_grpc": 4317, "otlp_http": 4318},
     "test-watcher": {"grpc": 50052, "http": 9401},
     "audit-agent": {"grpc": 50053, "http": 9402},
     "api-gateway": {"grpc": 50054, "http": 9403},
@@ -218,7 +219,7 @@ def container_env(container, configmaps):
 # repository's code, so it never holds another client's or the shared
 # operators' tokens.
 AUTH_REMOTE_KEYS = {
-    "collector-auth": {"auth/test-watcher", "auth/audit-agent", "auth/api-gateway"},
+    "collector-auth": {"auth/test-watcher", "auth/audit-agent", "auth/api-gateway", "auth/otlp-clients"},
     "test-watcher-auth": {"auth/test-watcher", "auth/test-watcher-operators"},
     "audit-agent-auth": {"auth/audit-agent", "auth/operators"},
     "api-gateway-auth": {"auth/api-gateway", "auth/test-watcher", "auth/operators", "auth/gateway-clients"},
@@ -457,8 +458,9 @@ def policy(overlay, docs):
             if grpc.get("service") != service:
                 problems.append(f"{where}: {probe} service {grpc.get('service')!r}, want {service!r}")
         declared = {p.get("containerPort") for p in main.get("ports") or []}
-        if not {ports["grpc"], ports["http"]} <= declared:
-            problems.append(f"{where}: container ports {sorted(declared)} lack {ports['grpc']}/{ports['http']}")
+        if not set(ports.values()) <= declared:
+            missing = sorted(set(ports.values()) - declared)
+            problems.append(f"{where}: container ports {sorted(declared)} lack {missing}")
 
         env = container_env(main, configmaps)
         if env.get("LOG_FORMAT") != "json":

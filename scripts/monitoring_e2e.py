@@ -219,6 +219,7 @@ class Service:
             sys.exit(f"monitoring_e2e: {binary} is missing; build the workspace first (cargo build --workspace)")
         env = {"PATH": os.environ.get("PATH", ""), "GRPC_LISTEN": f"127.0.0.1:{self.grpc}",
                "HTTP_LISTEN": f"127.0.0.1:{self.http}", "INSTANCE": f"{self.name}-e2e",
+               "OTLP_GRPC_LISTEN": "127.0.0.1:0", "OTLP_HTTP_LISTEN": "127.0.0.1:0",
                "HEARTBEAT_INTERVAL": HEARTBEAT, "SHUTDOWN_DELAY": "0s", **self.env}
         out = open(self.logs / f"{self.name}.log", "ab")
         self.process = subprocess.Popen([str(binary)], env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -59,6 +59,8 @@ async fn sigterm_turns_unready_then_exits_zero() {
     let mut child = Command::new(BIN)
         .env("GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("OTLP_GRPC_LISTEN", "127.0.0.1:0")
+        .env("OTLP_HTTP_LISTEN", "127.0.0.1:0")
         .env("SHUTDOWN_DELAY", "1s")
         .env("INSTANCE", "sigterm-test")
         .stderr(Stdio::null())

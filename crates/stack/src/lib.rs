@@ -114,6 +114,10 @@ pub struct Stack {
     pub watcher: automation_test_watcher::Handles,
     /// The audit-agent's engine.
     pub audit: automation_audit_agent::Handles,
+    /// Where the collector takes OTLP/gRPC, when it does.
+    pub otlp_grpc: Option<std::net::SocketAddr>,
+    /// Where the collector takes OTLP/HTTP, when it does.
+    pub otlp_http: Option<std::net::SocketAddr>,
 }
 
 async fn bind(service: &'static str, addresses: Addresses) -> Result<Listeners, Error> {
@@ -205,7 +209,7 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
         rc.token_file.clone_from(&config.token_file);
         rc
     };
-    let (collector, _) = {
+    let (collector, collector_handles) = {
         let c = config.collector.clone();
         spawn(
             "collector",
@@ -265,6 +269,8 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
         services: vec![collector, watcher, audit, gateway],
         watcher: watcher_handles,
         audit: audit_handles,
+        otlp_grpc: collector_handles.otlp_grpc,
+        otlp_http: collector_handles.otlp_http,
     })
 }
 
@@ -326,6 +332,12 @@ impl Stack {
         }
         if let Some(c) = self.service("collector") {
             out.push_str(&format!("\nmetrics: http://{}/metrics\n", c.addresses.http));
+        }
+        if let Some(addr) = self.otlp_grpc {
+            out.push_str(&format!("OTLP/gRPC: http://{addr}\n"));
+        }
+        if let Some(addr) = self.otlp_http {
+            out.push_str(&format!("OTLP/HTTP: http://{addr}/v1/metrics\n"));
         }
         out
     }

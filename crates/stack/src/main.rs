@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use automation_api_gateway::upstream::ApiKey;
+use automation_collector::config::{Listen, parse_listen};
 use automation_stack::{Addresses, StackConfig, start};
 use automation_telemetry::config::{
     CommonArgs, config_error, parse_duration, parse_interval, parse_or_exit,
@@ -32,6 +33,12 @@ struct Cli {
     collector_grpc: Option<SocketAddr>,
     #[arg(long, env = "COLLECTOR_HTTP_LISTEN")]
     collector_http: Option<SocketAddr>,
+    /// The collector's OTLP/gRPC address (default <host>:4317; `off`: none).
+    #[arg(long, env = "COLLECTOR_OTLP_GRPC_LISTEN", value_parser = parse_listen)]
+    collector_otlp_grpc: Option<Listen>,
+    /// The collector's OTLP/HTTP address (default <host>:4318; `off`: none).
+    #[arg(long, env = "COLLECTOR_OTLP_HTTP_LISTEN", value_parser = parse_listen)]
+    collector_otlp_http: Option<Listen>,
     #[arg(long, env = "WATCHER_GRPC_LISTEN")]
     watcher_grpc: Option<SocketAddr>,
     #[arg(long, env = "WATCHER_HTTP_LISTEN")]
@@ -117,6 +124,12 @@ async fn main() {
     }
 
     let mut collector = automation_collector::Config::new(&instance);
+    collector.otlp_grpc = cli
+        .collector_otlp_grpc
+        .map_or(Some(SocketAddr::new(cli.host, 4317)), |listen| listen.0);
+    collector.otlp_http = cli
+        .collector_otlp_http
+        .map_or(Some(SocketAddr::new(cli.host, 4318)), |listen| listen.0);
     let mut watcher = automation_test_watcher::Config::new(&instance, cli.root.clone());
     watcher.engine.command = cli.test_command.clone();
     watcher.run_on_start = cli.run_on_start;

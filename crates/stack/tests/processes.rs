@@ -40,6 +40,9 @@ fn spawn(name: &'static str, grpc: u16, http: u16, env: &[(&str, String)]) -> Pr
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        // The collector's OTLP ports on any free port, so tests never collide.
+        .env("OTLP_GRPC_LISTEN", "127.0.0.1:0")
+        .env("OTLP_HTTP_LISTEN", "127.0.0.1:0")
         .env("INSTANCE", format!("{name}-1"))
         .env("HEARTBEAT_INTERVAL", format!("{}ms", HEARTBEAT.as_millis()))
         .env("SHUTDOWN_DELAY", "0s")

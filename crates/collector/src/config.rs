@@ -100,6 +100,9 @@ pub struct CollectorArgs {
     /// OTLP metric names held at once; points of further names are refused.
     #[arg(long, env = "MAX_OTLP_METRICS", default_value_t = 1_000)]
     pub max_otlp_metrics: usize,
+    /// OTLP label sets held at once; points of further series are refused.
+    #[arg(long, env = "MAX_OTLP_SERIES", default_value_t = 100_000)]
+    pub max_otlp_series: usize,
     /// Replay windows kept per instance (its newest incarnations).
     #[arg(long, env = "MAX_INCARNATIONS", default_value_t = 8)]
     pub max_incarnations: usize,
@@ -122,6 +125,7 @@ impl CollectorArgs {
             dedup_memory: self.dedup_memory,
             max_incarnations: self.max_incarnations,
             max_otlp_metrics: self.max_otlp_metrics,
+            max_otlp_series: self.max_otlp_series,
             max_silence: self.max_silence,
         }
     }

@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_silence: Duration,
     /// OTLP metric names held at once, across instances.
     pub max_otlp_metrics: usize,
+    /// OTLP label sets held at once, across instances and names.
+    pub max_otlp_series: usize,
     /// Replay windows kept per instance: its newest incarnations (a
     /// restart makes a new one; only the last few can still be retrying).
     pub max_incarnations: usize,
@@ -61,6 +63,7 @@ impl Default for Limits {
             dedup_memory: Duration::from_secs(6 * 60 * 60),
             max_incarnations: 8,
             max_otlp_metrics: 1_000,
+            max_otlp_series: 100_000,
             max_silence: Duration::from_secs(10 * 60),
         }
     }
@@ -189,6 +192,7 @@ impl State {
         let otlp_guard = Arc::new(OtlpGuard::new(
             limits.max_otlp_metrics,
             limits.max_series_per_metric,
+            limits.max_otlp_series,
         ));
         Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
             let weak = weak.clone();

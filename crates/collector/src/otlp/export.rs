@@ -169,7 +169,8 @@ impl State {
             if !COMPONENTS.contains(&service.as_str()) {
                 let gap = series.exported(now);
                 inst.liveness().interval = gap.map_or(FIRST_INTERVAL, |gap| {
-                    gap.clamp(Duration::from_secs(1), self.limits().max_silence)
+                    gap.max(Duration::from_secs(1))
+                        .min(self.limits().max_silence)
                 });
             }
             for metric in metrics {
@@ -301,6 +302,9 @@ fn apply_metric(
                 Refusal::TooManySeries => Refused::Limited(format!(
                     "metric {name:.64} has its limit of label sets (MAX_SERIES_PER_METRIC)"
                 )),
+                Refusal::TooManyInAll => Refused::Limited(
+                    "the collector holds its limit of OTLP series (MAX_OTLP_SERIES)".to_owned(),
+                ),
             })
     };
     let number = |point: &NumberDataPoint| -> Result<(), Refused> {

@@ -26,6 +26,8 @@ pub enum Refusal {
     TooManyNames,
     /// The metric has `max_series_per_name` label sets already.
     TooManySeries,
+    /// The collector holds `max_series` OTLP label sets already.
+    TooManyInAll,
 }
 
 #[derive(Debug)]
@@ -35,30 +37,63 @@ struct NameEntry {
     series: usize,
 }
 
-/// Bounds on OTLP series across every instance: metric names, and label
-/// sets per name. A name's shape and help are those it was first seen with.
+/// Bounds on OTLP series across every instance: metric names, label sets
+/// per name and in all. A name's shape and help are those it was first
+/// seen with.
 #[derive(Debug)]
 pub struct OtlpGuard {
     max_names: usize,
     max_series_per_name: usize,
-    names: Mutex<HashMap<String, NameEntry>>,
+    max_series: usize,
+    names: Mutex<Names>,
 }
 
+#[derive(Debug, Default)]
+struct Names {
+    by_name: HashMap<String, NameEntry>,
+    series: usize,
+}
+
+/// The lines a histogram `name` writes besides its own name.
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
 impl OtlpGuard {
-    /// At most `max_names` names, `max_series_per_name` label sets each.
-    pub fn new(max_names: usize, max_series_per_name: usize) -> Self {
+    /// At most `max_names` names, `max_series_per_name` label sets each
+    /// and `max_series` in all.
+    pub fn new(max_names: usize, max_series_per_name: usize, max_series: usize) -> Self {
         Self {
             max_names,
             max_series_per_name,
+            max_series,
             names: Mutex::default(),
         }
     }
 
     /// Makes room for one more label set of `name`; its help text.
     fn admit(&self, name: &str, shape: Shape, help: &str) -> Result<String, Refusal> {
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        if !names.contains_key(name) && names.len() >= self.max_names {
-            return Err(Refusal::TooManyNames);
+        let mut guarded = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if guarded.series >= self.max_series {
+            return Err(Refusal::TooManyInAll);
+        }
+        let names = &mut guarded.by_name;
+        if !names.contains_key(name) {
+            if names.len() >= self.max_names {
+                return Err(Refusal::TooManyNames);
+            }
+            // A histogram's lines must not meet another metric's.
+            let clash = match shape {
+                Shape::Histogram => HISTOGRAM_SUFFIXES
+                    .iter()
+                    .any(|suffix| names.contains_key(&format!("{name}{suffix}"))),
+                _ => HISTOGRAM_SUFFIXES.iter().any(|suffix| {
+                    name.strip_suffix(suffix)
+                        .and_then(|base| names.get(base))
+                        .is_some_and(|entry| entry.shape == Shape::Histogram)
+                }),
+            };
+            if clash {
+                return Err(Refusal::Conflict);
+            }
         }
         let entry = names.entry(name.to_owned()).or_insert_with(|| NameEntry {
             shape,
@@ -72,22 +107,25 @@ impl OtlpGuard {
             return Err(Refusal::TooManySeries);
         }
         entry.series += 1;
-        Ok(entry.help.clone())
+        let help = entry.help.clone();
+        guarded.series += 1;
+        Ok(help)
     }
 
     /// The shape `name` has, when it has one.
     fn shape(&self, name: &str) -> Option<Shape> {
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        names.get(name).map(|entry| entry.shape)
+        names.by_name.get(name).map(|entry| entry.shape)
     }
 
     /// `count` label sets of `name` went away.
     fn release(&self, name: &str, count: usize) {
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = names.get_mut(name) {
+        let mut guarded = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        guarded.series = guarded.series.saturating_sub(count);
+        if let Some(entry) = guarded.by_name.get_mut(name) {
             entry.series = entry.series.saturating_sub(count);
             if entry.series == 0 {
-                names.remove(name);
+                guarded.by_name.remove(name);
             }
         }
     }
@@ -97,6 +135,7 @@ impl OtlpGuard {
         self.names
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_name
             .len()
     }
 }
@@ -339,7 +378,7 @@ mod tests {
 
     #[test]
     fn sums_gauges_and_histograms_render_as_prometheus_text() {
-        let guard = Arc::new(OtlpGuard::new(10, 10));
+        let guard = Arc::new(OtlpGuard::new(10, 10, 100));
         let series = OtlpSeries::new(Arc::clone(&guard));
         let l = labels(&[("route", "/a\"b")]);
         series
@@ -434,28 +473,36 @@ mod tests {
 
     #[test]
     fn the_guard_bounds_names_series_and_shapes() {
-        let guard = Arc::new(OtlpGuard::new(2, 2));
+        let guard = Arc::new(OtlpGuard::new(4, 2, 5));
         let a = OtlpSeries::new(Arc::clone(&guard));
         let b = OtlpSeries::new(Arc::clone(&guard));
         let set = |v: &str| labels(&[("k", v)]);
-        a.record("x", Shape::Gauge, "", set("1"), Update::Set(1.0))
-            .unwrap();
-        b.record("x", Shape::Gauge, "", set("2"), Update::Set(1.0))
-            .unwrap();
-        assert_eq!(
-            a.record("x", Shape::Gauge, "", set("3"), Update::Set(1.0)),
-            Err(Refusal::TooManySeries)
-        );
+        let gauge = |series: &OtlpSeries, name: &str, v: &str| {
+            series.record(name, Shape::Gauge, "", set(v), Update::Set(1.0))
+        };
+        gauge(&a, "x", "1").unwrap();
+        gauge(&b, "x", "2").unwrap();
+        assert_eq!(gauge(&a, "x", "3"), Err(Refusal::TooManySeries));
         assert_eq!(
             b.record("x", Shape::Counter, "", set("9"), Update::Add(1.0)),
             Err(Refusal::Conflict)
         );
         a.record("y", Shape::Counter, "", set("1"), Update::Add(1.0))
             .unwrap();
-        assert_eq!(
-            a.record("z", Shape::Gauge, "", set("1"), Update::Set(1.0)),
-            Err(Refusal::TooManyNames)
-        );
+        // A gauge whose lines a histogram writes is refused.
+        let histogram = Update::Histogram {
+            bounds: vec![1.0],
+            counts: vec![0, 1],
+            sum: 1.0,
+            delta: false,
+        };
+        a.record("h", Shape::Histogram, "", set("1"), histogram)
+            .unwrap();
+        assert_eq!(gauge(&b, "h_count", "1"), Err(Refusal::Conflict));
+        gauge(&a, "w", "1").unwrap();
+        assert_eq!(gauge(&a, "z", "1"), Err(Refusal::TooManyInAll));
+        drop(b);
+        assert_eq!(gauge(&a, "z", "1"), Err(Refusal::TooManyNames));
         // Updating a series it has costs nothing more.
         a.record("x", Shape::Gauge, "", set("1"), Update::Set(2.0))
             .unwrap();

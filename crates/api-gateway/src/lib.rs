@@ -11,12 +11,17 @@
 //! * [`limits`]: per-client rate limits and the concurrency limit.
 //! * [`circuit`]: the circuit breaker.
 //! * [`pricing`]: configured models and their prices.
-//! * [`server`]: the gRPC service, error mapping, `ApiCall` events.
+//! * `chat`: one chat call whichever door it came through: admission,
+//!   limits, the upstream call, the answer gathered or pumped, `ApiCall`
+//!   events.
+//! * `tools`: tool calls passed through, gathered by index.
+//! * [`server`]: the gRPC door and its error mapping; the shared [`Gateway`].
 //! * [`testing`]: a scriptable fake upstream for tests and benchmarks.
 //!
 //! Run it with `cargo run -p automation-api-gateway --bin api-gateway`; it
 //! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`).
 
+mod chat;
 pub mod circuit;
 pub mod config;
 pub mod limits;
@@ -25,6 +30,7 @@ mod redact;
 pub mod server;
 mod sse;
 pub mod testing;
+mod tools;
 pub mod upstream;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,5 +1,7 @@
 //! The api-gateway: the one door to the DeepSeek API. Clients call
-//! `automation.v1.ApiGateway` over gRPC; the gateway calls the upstream with
+//! `automation.v1.ApiGateway` over gRPC, or the same calls in OpenAI's
+//! shapes over HTTP (`/v1/chat/completions`, `/v1/models` on the HTTP port,
+//! for OpenAI SDKs, LangChain, curl); the gateway calls the upstream with
 //! time limits that fit long generations, retries what is worth retrying,
 //! limits clients and itself, fails fast while the upstream is failing, and
 //! accounts for every token, retry and failure.
@@ -16,15 +18,17 @@
 //!   events.
 //! * `tools`: tool calls passed through, gathered by index.
 //! * [`server`]: the gRPC door and its error mapping; the shared [`Gateway`].
+//! * [`openai`]: the OpenAI-compatible HTTP door and its error mapping.
 //! * [`testing`]: a scriptable fake upstream for tests and benchmarks.
 //!
 //! Run it with `cargo run -p automation-api-gateway --bin api-gateway`; it
-//! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`).
+//! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`, `/v1/…`).
 
 mod chat;
 pub mod circuit;
 pub mod config;
 pub mod limits;
+pub mod openai;
 pub mod pricing;
 mod redact;
 pub mod server;
@@ -273,7 +277,11 @@ pub async fn run(
         options,
         &health,
         routes,
-        axum::Router::new(),
+        openai::router(
+            Arc::clone(&gateway),
+            config.auth.clone(),
+            config.connections.request_body_timeout,
+        ),
         listeners,
         shutdown,
         move || {

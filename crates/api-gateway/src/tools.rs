@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use automation_proto::v1::{self, FunctionCall, ToolCall, ToolCallDelta, tool_choice::Choice};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The most tools one request may offer (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
@@ -112,6 +112,27 @@ pub(crate) fn call_json(call: &ToolCall) -> Value {
         "type": if call.r#type.is_empty() { "function" } else { call.r#type.as_str() },
         "function": { "name": function.name, "arguments": function.arguments },
     })
+}
+
+/// A piece in the OpenAI shape: `index`, and only the fields it carries.
+pub(crate) fn delta_json(delta: &ToolCallDelta) -> Value {
+    let mut out = Map::new();
+    out.insert("index".to_owned(), delta.index.into());
+    if !delta.id.is_empty() {
+        out.insert("id".to_owned(), delta.id.clone().into());
+    }
+    if !delta.r#type.is_empty() {
+        out.insert("type".to_owned(), delta.r#type.clone().into());
+    }
+    if let Some(f) = &delta.function {
+        let mut function = Map::new();
+        if !f.name.is_empty() {
+            function.insert("name".to_owned(), f.name.clone().into());
+        }
+        function.insert("arguments".to_owned(), f.arguments.clone().into());
+        out.insert("function".to_owned(), function.into());
+    }
+    Value::Object(out)
 }
 
 /// The upstream's `tools`, or what is wrong with `tools[i]`.

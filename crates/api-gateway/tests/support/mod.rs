@@ -87,6 +87,11 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The OpenAI door's base URL, as an OpenAI SDK takes it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.http)
+    }
+
     /// Shuts down and waits for the end.
     pub async fn stop(self) {
         self.shutdown.cancel();

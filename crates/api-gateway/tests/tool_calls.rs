@@ -1,8 +1,10 @@
 //! Tool calling through the gateway, a whole round trip: the model asks for
 //! a tool (`tool_calls`, streamed in pieces by the upstream), the client
 //! runs it and answers with a `tool` message naming the call, the model
-//! answers. What reaches the upstream is checked as well: the tools, the
-//! assistant's calls, the tool message, and the gateway's key.
+//! answers. The same round trip runs through both doors: gRPC, and the
+//! OpenAI-compatible HTTP door with the real `openai` Python package. What
+//! reaches the upstream is checked as well: the tools, the assistant's
+//! calls, the tool message, and the gateway's key.
 
 mod support;
 
@@ -11,7 +13,7 @@ use automation_proto::v1::{
     ChatMessage, ChatRequest, FunctionDefinition, Tool, ToolCall, ToolChoice, tool_choice::Choice,
 };
 use serde_json::json;
-use support::{Gateway, KEY, config};
+use support::{Gateway, KEY, config, openai_sdk};
 
 /// The weather tool's JSON Schema.
 const SCHEMA: &str =
@@ -194,6 +196,46 @@ async fn a_streamed_tool_call_arrives_in_pieces_in_order_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!(second.content, "It is 12 °C in Oslo.");
+    assert_upstream_saw_the_round_trip(&upstream);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_call_round_trip_with_the_openai_sdk() {
+    let upstream = FakeUpstream::start().await;
+    script(&upstream);
+    let gw = Gateway::start(config(&upstream)).await;
+    let trip = openai_sdk(&gw, "tools", "any").await;
+    let first = &trip["first"]["choices"][0];
+    assert_eq!(first["finish_reason"], "tool_calls");
+    assert_eq!(first["message"]["content"], serde_json::Value::Null);
+    assert_eq!(
+        first["message"]["tool_calls"],
+        json!([{"id": "call_w1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}])
+    );
+    let second = &trip["second"]["choices"][0];
+    assert_eq!(second["message"]["content"], "It is 12 °C in Oslo.");
+    assert_eq!(second["finish_reason"], "stop");
+    assert_upstream_saw_the_round_trip(&upstream);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_tool_call_with_the_openai_sdk() {
+    let upstream = FakeUpstream::start().await;
+    script(&upstream);
+    let gw = Gateway::start(config(&upstream)).await;
+    let trip = openai_sdk(&gw, "tools_stream", "any").await;
+    assert_eq!(trip["finish_reason"], "tool_calls");
+    assert_eq!(
+        trip["calls"]["0"],
+        json!({"id": "call_w1", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"})
+    );
+    assert_eq!(
+        trip["second"]["choices"][0]["message"]["content"],
+        "It is 12 °C in Oslo."
+    );
     assert_upstream_saw_the_round_trip(&upstream);
     gw.stop().await;
 }

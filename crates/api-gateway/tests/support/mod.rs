@@ -98,3 +98,41 @@ impl Gateway {
         within("shutdown", self.task).await.unwrap().unwrap();
     }
 }
+
+/// Runs `scenario` of `tests/openai/client.py` (the real `openai` package)
+/// against the gateway's HTTP door with `token` as the API key, and returns
+/// the JSON it prints.
+pub async fn openai_sdk(gw: &Gateway, scenario: &str, token: &str) -> serde_json::Value {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = crate_dir.join("../../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make tools` to create the project's Python \
+         environment with the openai package (scripts/requirements-test.txt)",
+        python.display()
+    );
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(crate_dir.join("tests/openai/client.py"))
+        .args([scenario, &gw.base_url(), token])
+        // The door is on loopback: no proxy from the environment applies.
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY");
+    let output = within(
+        scenario,
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .unwrap()
+    .expect("run python");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'openai'"),
+        "the openai package is missing: run `make tools` ({stderr})"
+    );
+    assert!(output.status.success(), "{scenario} failed: {stderr}");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{scenario} printed no JSON ({e}): {stderr}"))
+}

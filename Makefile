@@ -57,6 +57,7 @@ bench:
 	$(CARGO) bench --locked -p automation-test-watcher --bench watcher
 	$(CARGO) bench --locked -p automation-audit-agent --bench audit
 	$(CARGO) bench --locked -p automation-api-gateway --bench gateway
+	$(CARGO) bench --locked -p automation-api-gateway --bench openai_http
 
 ## Print the collector's metric catalog (JSON).
 catalog:

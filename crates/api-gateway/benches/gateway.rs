@@ -73,7 +73,7 @@ fn request() -> ChatRequest {
         messages: vec![ChatMessage {
             role: "user".to_owned(),
             content: "Explain the failure in one sentence.".to_owned(),
-            name: String::new(),
+            ..ChatMessage::default()
         }],
         ..ChatRequest::default()
     }

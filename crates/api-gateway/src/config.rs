@@ -20,7 +20,8 @@ pub struct Cli {
     /// gRPC listen address.
     #[arg(long, env = "GRPC_LISTEN", default_value = "0.0.0.0:50054")]
     pub grpc_listen: SocketAddr,
-    /// HTTP admin listen address (/health, /ready).
+    /// HTTP listen address: /health, /ready, and the OpenAI-compatible
+    /// door (/v1/chat/completions, /v1/models).
     #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9403")]
     pub http_listen: SocketAddr,
     #[command(flatten)]

@@ -1,5 +1,7 @@
 //! The api-gateway: the one door to the DeepSeek API. Clients call
-//! `automation.v1.ApiGateway` over gRPC; the gateway calls the upstream with
+//! `automation.v1.ApiGateway` over gRPC, or the same calls in OpenAI's
+//! shapes over HTTP (`/v1/chat/completions`, `/v1/models` on the HTTP port,
+//! for OpenAI SDKs, LangChain, curl); the gateway calls the upstream with
 //! time limits that fit long generations, retries what is worth retrying,
 //! limits clients and itself, fails fast while the upstream is failing, and
 //! accounts for every token, retry and failure.
@@ -11,20 +13,28 @@
 //! * [`limits`]: per-client rate limits and the concurrency limit.
 //! * [`circuit`]: the circuit breaker.
 //! * [`pricing`]: configured models and their prices.
-//! * [`server`]: the gRPC service, error mapping, `ApiCall` events.
+//! * `chat`: one chat call whichever door it came through: admission,
+//!   limits, the upstream call, the answer gathered or pumped, `ApiCall`
+//!   events.
+//! * `tools`: tool calls passed through, gathered by index.
+//! * [`server`]: the gRPC door and its error mapping; the shared [`Gateway`].
+//! * [`openai`]: the OpenAI-compatible HTTP door and its error mapping.
 //! * [`testing`]: a scriptable fake upstream for tests and benchmarks.
 //!
 //! Run it with `cargo run -p automation-api-gateway --bin api-gateway`; it
-//! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`).
+//! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`, `/v1/…`).
 
+mod chat;
 pub mod circuit;
 pub mod config;
 pub mod limits;
+pub mod openai;
 pub mod pricing;
 mod redact;
 pub mod server;
 mod sse;
 pub mod testing;
+mod tools;
 pub mod upstream;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -251,6 +261,13 @@ pub async fn run(
         config.auth.clone(),
     ))
     .prepare();
+    // A streamed answer goes out in many small writes, each of which
+    // Nagle's algorithm would hold until the client's delayed ACK (up to
+    // 40 ms). `serve` takes the HTTP listener as it is, and accepted
+    // sockets inherit TCP_NODELAY from their listener (Linux, the BSDs).
+    if let Err(error) = socket2::SockRef::from(&listeners.http).set_tcp_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on the HTTP listener: streamed answers may lag");
+    }
     let options = ServeOptions {
         service: "api-gateway".to_owned(),
         auth: config.auth.clone(),
@@ -267,7 +284,11 @@ pub async fn run(
         options,
         &health,
         routes,
-        axum::Router::new(),
+        openai::router(
+            Arc::clone(&gateway),
+            config.auth.clone(),
+            config.connections.request_body_timeout,
+        ),
         listeners,
         shutdown,
         move || {

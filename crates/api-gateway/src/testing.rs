@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::tools::{self, Gathered};
+
 /// The completion id of every fake chunk.
 pub const FAKE_ID: &str = "chatcmpl-fake";
 /// The model named by every fake chunk.
@@ -147,6 +149,47 @@ pub fn answer(text: &str, hit: u64, miss: u64, output: u64) -> Reply {
     Reply::Stream(items)
 }
 
+/// A piece of tool call `index`: `delta.tool_calls[0]` with the call's
+/// `id`, `type` and function `name` when `start` gives them (`(id, name)`,
+/// the first piece of a call), and a piece of its `arguments`.
+pub fn tool_call_chunk(index: u32, start: Option<(&str, &str)>, arguments: &str) -> Value {
+    let mut call = json!({ "index": index, "function": { "arguments": arguments } });
+    if let Some((id, name)) = start {
+        call["id"] = id.into();
+        call["type"] = "function".into();
+        call["function"]["name"] = name.into();
+    }
+    chunk_with(json!({ "tool_calls": [call] }), Value::Null)
+}
+
+/// A whole streamed answer that calls tools, the way DeepSeek streams one:
+/// a role chunk, for each `(id, name, argument pieces)` a piece naming the
+/// call and then its arguments piece by piece, finish `tool_calls`, usage
+/// and `[DONE]`.
+pub fn tool_calls_answer(
+    calls: &[(&str, &str, &[&str])],
+    hit: u64,
+    miss: u64,
+    output: u64,
+) -> Reply {
+    let mut items = vec![Sse::Data(chunk_with(
+        json!({ "role": "assistant", "content": null }),
+        Value::Null,
+    ))];
+    for (index, (id, name, pieces)) in (0u32..).zip(calls) {
+        items.push(Sse::Data(tool_call_chunk(index, Some((id, name)), "")));
+        items.extend(
+            pieces
+                .iter()
+                .map(|piece| Sse::Data(tool_call_chunk(index, None, piece))),
+        );
+    }
+    items.push(Sse::Data(finish_chunk("tool_calls")));
+    items.push(Sse::Data(usage_chunk(hit, miss, output, 0)));
+    items.push(Sse::Done);
+    Reply::Stream(items)
+}
+
 fn chunk_with(delta: Value, finish_reason: Value) -> Value {
     json!({
         "id": FAKE_ID,
@@ -237,6 +280,7 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
     let mut reasoning = String::new();
     let mut finish = Value::Null;
     let mut usage = Value::Null;
+    let mut tool_calls = Gathered::default();
     let flush = |buffer: &mut Vec<u8>, segments: &mut Vec<Segment>| {
         if !buffer.is_empty() {
             segments.push(Segment::Bytes(Bytes::from(std::mem::take(buffer))));
@@ -252,6 +296,9 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
                     let text = |ptr: &str| choice.pointer(ptr).and_then(Value::as_str);
                     content.push_str(text("/delta/content").unwrap_or_default());
                     reasoning.push_str(text("/delta/reasoning_content").unwrap_or_default());
+                    for piece in tools::parse_deltas(choice.get("delta")) {
+                        tool_calls.add(piece);
+                    }
                     if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
                         finish = reason.clone();
                     }
@@ -284,6 +331,10 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
     let mut message = json!({ "role": "assistant", "content": content });
     if !reasoning.is_empty() {
         message["reasoning_content"] = Value::String(reasoning);
+    }
+    let tool_calls = tool_calls.into_calls();
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = tool_calls.iter().map(tools::call_json).collect();
     }
     let aggregate = json!({
         "id": FAKE_ID,
@@ -663,5 +714,27 @@ mod tests {
         assert_eq!(value["choices"][0]["finish_reason"], json!("stop"));
         assert_eq!(value["usage"]["completion_tokens"], json!(3));
         assert_eq!(pause, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn aggregate_of_tool_calls() {
+        let Reply::Stream(items) = tool_calls_answer(
+            &[("call_1", "weather", &["{\"city\":", "\"Oslo\"}"])],
+            1,
+            2,
+            3,
+        ) else {
+            panic!("a stream");
+        };
+        let Prepared::Stream { aggregate, .. } = prepare_stream(&items) else {
+            panic!("a stream");
+        };
+        let value: Value = serde_json::from_slice(&aggregate).unwrap();
+        assert_eq!(
+            value["choices"][0]["message"]["tool_calls"],
+            json!([{"id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}])
+        );
+        assert_eq!(value["choices"][0]["finish_reason"], json!("tool_calls"));
     }
 }

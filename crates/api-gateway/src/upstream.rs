@@ -7,7 +7,7 @@
 //!
 //! Time limits: reqwest gets only a connect timeout (its `.timeout()` would
 //! cut long streams). The first meaningful chunk (content, reasoning content,
-//! finish reason or usage) must arrive within
+//! a piece of a tool call, finish reason or usage) must arrive within
 //! [`UpstreamConfig::first_token_timeout`] of the attempt's start; after that,
 //! meaningful chunks must come at most [`UpstreamConfig::idle_timeout`]
 //! apart — `: keep-alive` comments, blank lines, events that carry nothing
@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use automation_proto::v1::RetryReason;
+use automation_proto::v1::{RetryReason, ToolCallDelta};
 use automation_telemetry::client::error_chain;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -46,6 +46,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::redact::{Redactor, bounded};
 use crate::sse::{Events, SseError};
+use crate::tools;
 
 /// Longest upstream error text quoted in a [`Failure`] message, in characters.
 const MAX_ERROR_TEXT: usize = 500;
@@ -78,8 +79,8 @@ pub struct UpstreamConfig {
     /// TCP (and TLS) connect limit, 10 s by default.
     pub connect_timeout: Duration,
     /// From sending a request to its first meaningful chunk (content,
-    /// reasoning content, finish reason or usage), per attempt; 120 s by
-    /// default.
+    /// reasoning content, a tool call, finish reason or usage), per attempt;
+    /// 120 s by default.
     pub first_token_timeout: Duration,
     /// Longest gap between real SSE events once the answer has started;
     /// keep-alive comments and blank lines do not count. 60 s by default.
@@ -540,12 +541,15 @@ pub struct Delta {
     pub finish_reason: Option<String>,
     /// Set on the usage chunk (normally the last, with empty `choices`).
     pub usage: Option<TokenUsage>,
+    /// Pieces of tool calls added by this chunk, in the upstream's order.
+    pub tool_calls: Vec<ToolCallDelta>,
 }
 
 impl Delta {
     fn is_meaningful(&self) -> bool {
         !self.content.is_empty()
             || !self.reasoning_content.is_empty()
+            || !self.tool_calls.is_empty()
             || self.finish_reason.is_some()
             || self.usage.is_some()
     }
@@ -646,7 +650,8 @@ impl Upstream {
 
     /// Sends `body` (an OpenAI chat request object, without stream fields; the
     /// stream fields are added) with retries until the first meaningful chunk
-    /// (content, reasoning content, finish reason or usage) arrives.
+    /// (content, reasoning content, a tool call, finish reason or usage)
+    /// arrives.
     /// `deadline`: optional caller deadline (the earlier of it and
     /// `total_timeout` applies).
     pub async fn chat(
@@ -1353,6 +1358,7 @@ fn parse_chunk(data: &str, redactor: &Redactor) -> Result<Delta, ChunkError> {
             .get("usage")
             .filter(|u| u.is_object())
             .map(TokenUsage::from_json),
+        tool_calls: tools::parse_deltas(delta),
     })
 }
 

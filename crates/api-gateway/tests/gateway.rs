@@ -115,7 +115,7 @@ fn ask(text: &str) -> ChatRequest {
         messages: vec![ChatMessage {
             role: "user".to_owned(),
             content: text.to_owned(),
-            name: String::new(),
+            ..ChatMessage::default()
         }],
         ..ChatRequest::default()
     }

@@ -134,7 +134,7 @@ fn ask() -> ChatRequest {
         messages: vec![ChatMessage {
             role: "user".into(),
             content: "hi".into(),
-            name: String::new(),
+            ..ChatMessage::default()
         }],
         ..ChatRequest::default()
     }

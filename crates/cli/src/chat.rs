@@ -102,7 +102,7 @@ fn request(args: ChatArgs) -> Result<ChatRequest, Failure> {
     let message = |role: &str, content: String| ChatMessage {
         role: role.to_owned(),
         content,
-        name: String::new(),
+        ..ChatMessage::default()
     };
     let mut messages = Vec::new();
     if let Some(system) = args.system {

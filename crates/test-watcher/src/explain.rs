@@ -341,7 +341,7 @@ pub fn request(command: &str, summary: &RunSummary, output: Option<&Excerpt>) ->
     let message = |role: &str, content: String| ChatMessage {
         role: role.to_owned(),
         content,
-        name: String::new(),
+        ..ChatMessage::default()
     };
     ChatRequest {
         // The gateway's default model.

@@ -9,13 +9,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use automation_proto::v1::ApiStatus;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
-use super::{Call, Gateway, request_too_large};
+use super::{Gateway, request_too_large, status};
+use crate::chat::Call;
 
 /// The largest request message accepted, in bytes: 4 MiB, far above any
 /// prompt the upstream's context window takes.
@@ -65,8 +65,9 @@ where
             else {
                 return Ok(response);
             };
-            Call::new(&gateway, "").finish(ApiStatus::Invalid, "request_too_large");
-            Ok(request_too_large(refused.message()).into_http())
+            let detail = refused.message();
+            let refusal = request_too_large(detail.strip_prefix("Error, ").unwrap_or(detail));
+            Ok(status(Call::new(&gateway, "").refuse(refusal)).into_http())
         })
     }
 }

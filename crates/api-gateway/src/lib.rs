@@ -261,13 +261,6 @@ pub async fn run(
         config.auth.clone(),
     ))
     .prepare();
-    // A streamed answer goes out in many small writes, each of which
-    // Nagle's algorithm would hold until the client's delayed ACK (up to
-    // 40 ms). `serve` takes the HTTP listener as it is, and accepted
-    // sockets inherit TCP_NODELAY from their listener (Linux, the BSDs).
-    if let Err(error) = socket2::SockRef::from(&listeners.http).set_tcp_nodelay(true) {
-        tracing::warn!(%error, "cannot set TCP_NODELAY on the HTTP listener: streamed answers may lag");
-    }
     let options = ServeOptions {
         service: "api-gateway".to_owned(),
         auth: config.auth.clone(),

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use automation_health::HealthChecker;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -199,6 +200,11 @@ pub async fn serve_with(
     }
     let admin = (listeners.http, admin.merge(health.router()));
     for (listener, router) in std::iter::once(admin).chain(extra.http) {
+        // Streamed answers go out in many small writes, each of which
+        // Nagle's algorithm would hold until the client's delayed ACK.
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

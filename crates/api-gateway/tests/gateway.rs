@@ -3,88 +3,46 @@
 //! 429s, 5xx, stalls, 401/402; client limits and auth; and the figures on a
 //! real collector's `/metrics`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use automation_api_gateway::Config;
 use automation_api_gateway::testing::{
     FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
 };
 use automation_api_gateway::upstream::ApiKey;
-use automation_api_gateway::{Config, Handles, run};
 use automation_collector::testing::{Samples, TestCollector, http_get, within};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
 use automation_telemetry::auth::BearerAuth;
-use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const KEY: &str = "sk-test-0123456789abcdef";
+mod support;
+use support::{KEY, config, reporting};
 
+/// A gateway (see `support`) with a gRPC client at hand.
 struct Gateway {
+    gw: support::Gateway,
     client: ApiGatewayClient<Channel>,
-    handles: Handles,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), automation_api_gateway::Error>>,
 }
 
-fn config(upstream: &FakeUpstream) -> Config {
-    let mut config = Config::new(
-        "gw-test",
-        &upstream.base_url(),
-        ApiKey::value(KEY.to_owned()),
-    );
-    config.shutdown_delay = Duration::ZERO;
-    config.upstream.backoff_base = Duration::from_millis(10);
-    config.upstream.backoff_max = Duration::from_millis(50);
-    config.upstream.first_token_timeout = Duration::from_secs(5);
-    config.upstream.idle_timeout = Duration::from_millis(500);
-    config.client_rate = None;
-    config
-}
+impl std::ops::Deref for Gateway {
+    type Target = support::Gateway;
 
-fn reporting(config: &mut Config, collector: &TestCollector) {
-    let mut rc = ReporterConfig::new(collector.endpoint(), "api-gateway", "gw-test", "1.0");
-    rc.heartbeat_interval = Duration::from_millis(200);
-    rc.batch_max_delay = Duration::from_millis(20);
-    config.reporter = Some(rc);
+    fn deref(&self) -> &support::Gateway {
+        &self.gw
+    }
 }
 
 impl Gateway {
     async fn start(config: Config) -> Self {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-            Some(tx),
-        ));
-        let handles = rx.await.expect("the gateway starts");
-        let client = ApiGatewayClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .unwrap();
-        Self {
-            client,
-            handles,
-            grpc: grpc_addr,
-            http: http_addr,
-            shutdown,
-            task,
-        }
+        let gw = support::Gateway::start(config).await;
+        let client = gw.client().await;
+        Self { gw, client }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap().unwrap();
+        self.gw.stop().await;
     }
 
     async fn chat(&mut self, text: &str) -> Result<v1::ChatResponse, tonic::Status> {

@@ -8,15 +8,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use automation_api_gateway::Config;
 use automation_api_gateway::testing::{FakeUpstream, Reply, Sse, answer, chunk};
 use automation_api_gateway::upstream::ApiKey;
-use automation_api_gateway::{Config, Handles, run};
 use automation_collector::testing::within;
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{ChatMessage, ChatRequest, GetBalanceRequest};
-use automation_telemetry::serve::Listeners;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const KEY: &str = "sk-SECRET-7f3a9c1e5b2d4f60";
@@ -72,42 +69,32 @@ fn assert_logs_clean(key: &str) {
     }
 }
 
+mod support;
+
+/// A gateway (see `support`) with a gRPC client, logging into [`logs`].
 struct Gateway {
+    gw: support::Gateway,
     client: ApiGatewayClient<Channel>,
-    handles: Handles,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), automation_api_gateway::Error>>,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = support::Gateway;
+
+    fn deref(&self) -> &support::Gateway {
+        &self.gw
+    }
 }
 
 impl Gateway {
     async fn start(config: Config) -> Self {
         logs();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-            Some(tx),
-        ));
-        let handles = rx.await.unwrap();
-        let client = ApiGatewayClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        Self {
-            client,
-            handles,
-            shutdown,
-            task,
-        }
+        let gw = support::Gateway::start(config).await;
+        let client = gw.client().await;
+        Self { gw, client }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap().unwrap();
+        self.gw.stop().await;
     }
 
     /// A chat call's error, as a client would print it.

@@ -116,6 +116,36 @@ impl Drop for TestCollector {
     }
 }
 
+/// Runs the real `promtool check metrics` on `text`: panics with its report
+/// when it fails or has any remark.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package prometheus; `make test` installs it)");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ends");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
+}
+
 /// `fut`'s output, or a panic naming `what` after 30 s: a test that would
 /// hang fails instead.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {

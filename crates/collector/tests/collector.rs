@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use automation_collector::testing::{TestCollector, http_get, within};
+use automation_collector::testing::{TestCollector, http_get, promtool_check_metrics, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
 use tonic::Code;
@@ -1064,33 +1064,7 @@ async fn the_exposition_passes_promtool_check_metrics() {
         ))
         .await
         .unwrap();
-    let text = collector.metrics_text().await;
-
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is needed (Debian package prometheus; `make test` installs it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{report}"
-    );
-    assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
+    promtool_check_metrics(&collector.metrics_text().await);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::{Samples, TestCollector};
+use automation_collector::testing::{Samples, TestCollector, promtool_check_metrics};
 
 fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
@@ -84,34 +84,6 @@ fn check_round(m: &Samples, instance: &str) {
     assert_eq!(value("automation_component_up", &[]), 1.0);
 }
 
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is needed (Debian package prometheus; `make test` installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{report}"
-    );
-    assert!(report.trim().is_empty(), "promtool has remarks:\n{report}");
-}
-
 #[tokio::test]
 async fn the_opentelemetry_sdk_sends_over_grpc_and_http_and_prometheus_reads_it() {
     let collector = collector(|_| {}).await;
@@ -149,7 +121,7 @@ async fn the_opentelemetry_sdk_sends_over_grpc_and_http_and_prometheus_reads_it(
         ),
         "an OTLP sender gets no platform reporter series"
     );
-    promtool_check(&text);
+    promtool_check_metrics(&text);
 }
 
 #[tokio::test]

@@ -5,13 +5,11 @@
 
 use std::time::Duration;
 
-use automation_api_gateway::Config;
 use automation_api_gateway::testing::{
     FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
 };
 use automation_api_gateway::upstream::ApiKey;
 use automation_collector::testing::{Samples, TestCollector, http_get, within};
-use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
 use automation_telemetry::auth::BearerAuth;
 use tonic::Code;
@@ -20,31 +18,9 @@ use tonic::transport::Channel;
 mod support;
 use support::{KEY, config, reporting};
 
-/// A gateway (see `support`) with a gRPC client at hand.
-struct Gateway {
-    gw: support::Gateway,
-    client: ApiGatewayClient<Channel>,
-}
-
-impl std::ops::Deref for Gateway {
-    type Target = support::Gateway;
-
-    fn deref(&self) -> &support::Gateway {
-        &self.gw
-    }
-}
+use support::Gateway;
 
 impl Gateway {
-    async fn start(config: Config) -> Self {
-        let gw = support::Gateway::start(config).await;
-        let client = gw.client().await;
-        Self { gw, client }
-    }
-
-    async fn stop(self) {
-        self.gw.stop().await;
-    }
-
     async fn chat(&mut self, text: &str) -> Result<v1::ChatResponse, tonic::Status> {
         within("a chat call", self.client.chat_completion(ask(text)))
             .await

@@ -12,9 +12,7 @@ use automation_api_gateway::Config;
 use automation_api_gateway::testing::{FakeUpstream, Reply, Sse, answer, chunk};
 use automation_api_gateway::upstream::ApiKey;
 use automation_collector::testing::within;
-use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{ChatMessage, ChatRequest, GetBalanceRequest};
-use tonic::transport::Channel;
 
 const KEY: &str = "sk-SECRET-7f3a9c1e5b2d4f60";
 
@@ -71,32 +69,15 @@ fn assert_logs_clean(key: &str) {
 
 mod support;
 
-/// A gateway (see `support`) with a gRPC client, logging into [`logs`].
-struct Gateway {
-    gw: support::Gateway,
-    client: ApiGatewayClient<Channel>,
-}
+use support::Gateway;
 
-impl std::ops::Deref for Gateway {
-    type Target = support::Gateway;
-
-    fn deref(&self) -> &support::Gateway {
-        &self.gw
-    }
+/// A gateway logging into [`logs`].
+async fn start(config: Config) -> Gateway {
+    logs();
+    Gateway::start(config).await
 }
 
 impl Gateway {
-    async fn start(config: Config) -> Self {
-        logs();
-        let gw = support::Gateway::start(config).await;
-        let client = gw.client().await;
-        Self { gw, client }
-    }
-
-    async fn stop(self) {
-        self.gw.stop().await;
-    }
-
     /// A chat call's error, as a client would print it.
     async fn chat_error(&mut self) -> String {
         let status = within("a call", self.client.chat_completion(ask()))
@@ -160,7 +141,7 @@ async fn the_key_is_in_no_log_line_and_no_error() {
     ]));
     let mut c = config(&upstream, KEY);
     c.upstream_check_interval = Duration::from_millis(50);
-    let mut gw = Gateway::start(c).await;
+    let mut gw = start(c).await;
     let mut errors = Vec::new();
     for _ in 0..5 {
         if let Err(status) = within("a call", gw.client.chat_completion(ask())).await {
@@ -203,7 +184,7 @@ async fn a_key_echoed_in_the_content_type_shows_nowhere() {
         content_type: format!("text/html; charset=utf-8; echo={KEY}"),
         body: "<html>hi</html>".into(),
     });
-    let mut gw = Gateway::start(config(&upstream, KEY)).await;
+    let mut gw = start(config(&upstream, KEY)).await;
     let error = gw.chat_error().await;
     assert!(error.contains("Content-Type"), "{error}");
     assert_no_part_of(KEY, "an error", &error);
@@ -222,7 +203,7 @@ async fn a_key_cut_by_the_error_body_limit_shows_nowhere() {
         retry_after: None,
         body: format!("{padding}{KEY} is not a valid key"),
     });
-    let mut gw = Gateway::start(config(&upstream, KEY)).await;
+    let mut gw = start(config(&upstream, KEY)).await;
     let error = gw.chat_error().await;
     assert!(error.contains("401"), "{error}");
     assert_no_part_of(KEY, "an error", &error);
@@ -247,7 +228,7 @@ async fn a_json_escaped_key_cut_at_the_error_text_limit_shows_nowhere() {
             body,
         });
     }
-    let mut gw = Gateway::start(config(&upstream, KEY)).await;
+    let mut gw = start(config(&upstream, KEY)).await;
     for _ in 0..2 {
         let error = gw.chat_error().await;
         assert!(error.contains("401"), "{error}");
@@ -267,7 +248,7 @@ async fn a_key_as_the_balance_currency_shows_nowhere() {
         upstream.set_balance(serde_json::json!({"is_available": true, "balance_infos": [
             {"currency": "USD", "total_balance": "1.00"},
             {"currency": key, "total_balance": "2.00"}]}));
-        let mut gw = Gateway::start(config(&upstream, key)).await;
+        let mut gw = start(config(&upstream, key)).await;
         let answer = within("GetBalance", gw.client.get_balance(GetBalanceRequest {})).await;
         let shown = format!("{answer:?}");
         assert!(

@@ -113,7 +113,7 @@ async fn a_tool_call_round_trip_over_grpc() {
     let upstream = FakeUpstream::start().await;
     script(&upstream);
     let gw = Gateway::start(config(&upstream)).await;
-    let mut client = gw.client().await;
+    let mut client = gw.client.clone();
     let first = client
         .chat_completion(ask_with_tools(vec![user("What is the weather in Oslo?")]))
         .await
@@ -150,7 +150,7 @@ async fn a_streamed_tool_call_arrives_in_pieces_in_order_over_grpc() {
     let upstream = FakeUpstream::start().await;
     script(&upstream);
     let gw = Gateway::start(config(&upstream)).await;
-    let mut client = gw.client().await;
+    let mut client = gw.client.clone();
     let mut stream = client
         .stream_chat_completion(ask_with_tools(vec![user("What is the weather in Oslo?")]))
         .await

@@ -52,6 +52,8 @@ pub struct Gateway {
     pub http: SocketAddr,
     /// Its core.
     pub handles: Handles,
+    /// A gRPC client connected to it.
+    pub client: ApiGatewayClient<Channel>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), automation_api_gateway::Error>>,
 }
@@ -71,20 +73,17 @@ impl Gateway {
             Some(tx),
         ));
         let handles = rx.await.expect("the gateway starts");
+        let client = ApiGatewayClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
         Self {
             grpc: grpc_addr,
             http: http_addr,
             handles,
+            client,
             shutdown,
             task,
         }
-    }
-
-    /// A gRPC client.
-    pub async fn client(&self) -> ApiGatewayClient<Channel> {
-        ApiGatewayClient::connect(format!("http://{}", self.grpc))
-            .await
-            .unwrap()
     }
 
     /// The OpenAI door's base URL, as an OpenAI SDK takes it.

@@ -261,3 +261,37 @@ async fn the_server_announces_its_stream_limit_per_connection() {
     let _ = within("an answer", grpc_status(response)).await;
     assert_eq!(sender.current_max_send_streams(), 30);
 }
+
+#[tokio::test]
+async fn silent_and_idle_http_connections_are_closed() {
+    let mut config = Config::new("collector-test");
+    config.connections.handshake_timeout = Duration::from_millis(300);
+    let collector = TestCollector::start(config).await;
+
+    let silent = TcpStream::connect(collector.http).await.expect("connect");
+    within("a silent HTTP connection closed", closed_by_server(silent)).await;
+
+    // A kept-alive connection after its answer, and one that dribbles a
+    // request head too slowly.
+    let mut kept = TcpStream::connect(collector.http).await.expect("connect");
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: collector\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = [0u8; 12];
+    kept.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut slow = TcpStream::connect(collector.http).await.expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\n")
+        .await
+        .expect("a start");
+    within(
+        "an idle kept-alive connection closed",
+        closed_by_server(kept),
+    )
+    .await;
+    within("a slow request head cut off", closed_by_server(slow)).await;
+
+    // The port still serves.
+    let (status, _) = automation_collector::testing::http_get(collector.http, "/health").await;
+    assert_eq!(status, 200);
+}

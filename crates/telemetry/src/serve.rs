@@ -8,12 +8,12 @@
 //! closed, request bodies have a deadline, streams per connection a ceiling.
 
 pub mod connection;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use automation_health::HealthChecker;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -121,8 +121,8 @@ pub async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener,
 pub struct Extra {
     /// Each serves the service's gRPC routes, under the same limits.
     pub grpc: Vec<TcpListener>,
-    /// Each serves its router; handlers may read the peer's address
-    /// (`ConnectInfo<SocketAddr>`).
+    /// Each serves its router (see [`http`]); handlers may read the
+    /// peer's address (`ConnectInfo<SocketAddr>`).
     pub http: Vec<(TcpListener, axum::Router)>,
 }
 
@@ -200,17 +200,8 @@ pub async fn serve_with(
     }
     let admin = (listeners.http, admin.merge(health.router()));
     for (listener, router) in std::iter::once(admin).chain(extra.http) {
-        // Streamed answers go out in many small writes, each of which
-        // Nagle's algorithm would hold until the client's delayed ACK.
-        let listener = listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        tasks.push(tokio::spawn(async move { Ok(server.await?) }));
+        let served = http::serve_http(listener, router, limits, stop.clone());
+        tasks.push(tokio::spawn(async move { Ok(served.await?) }));
     }
     serving();
     tracing::info!(service = %options.service, "serving");

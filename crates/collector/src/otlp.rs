@@ -36,7 +36,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Status};
 
 use crate::catalog::PushCode;
-use crate::server::{Admission, CountingAuth, Gate, guarded};
+use crate::server::{Admission, CountingAuth, Gate, RpcStatus, guarded};
 use crate::state::State;
 use export::Exported;
 
@@ -132,6 +132,7 @@ fn refusal(status: StatusCode, code: Code, message: String) -> Response {
     let body = RpcStatus {
         code: code as i32,
         message,
+        details: Vec::new(),
     }
     .encode_to_vec();
     let mut response = (status, [(header::CONTENT_TYPE, PROTOBUF)], body).into_response();
@@ -147,15 +148,6 @@ fn refusal(status: StatusCode, code: Code, message: String) -> Response {
 }
 
 const PROTOBUF: &str = "application/x-protobuf";
-
-/// `google.rpc.Status`, the error body of OTLP/HTTP.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 async fn export_http(
     AxumState(door): AxumState<HttpDoor>,
@@ -214,15 +206,20 @@ async fn export_http(
     let read = tokio::time::timeout(door.body_timeout, axum::body::to_bytes(body, door.max_body));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) if !too_large(&error) => {
+            state.count_push(PushCode::Invalid);
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("the body could not be read: {error}"),
+            );
+        }
         Ok(Err(_)) => {
             state.count_push(PushCode::TooLarge);
             return refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::ResourceExhausted,
-                format!(
-                    "the body is over the limit of {} bytes (or was cut off)",
-                    door.max_body
-                ),
+                format!("the body is over the limit of {} bytes", door.max_body),
             );
         }
         Err(_) => {
@@ -261,4 +258,16 @@ async fn export_http(
             refused.to_string(),
         ),
     }
+}
+
+/// Whether reading a body failed for its length (not a broken connection).
+fn too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

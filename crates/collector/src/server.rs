@@ -16,6 +16,7 @@ use automation_telemetry::serve::connection::peer_of;
 use axum::extract::State as AxumState;
 use axum::http::header;
 use axum::response::IntoResponse;
+use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 use tonic::server::NamedService;
@@ -118,6 +119,53 @@ pub struct Gate {
     held: Mutex<HashMap<SocketAddr, usize>>,
 }
 
+/// `google.rpc.Status`: the details of a gRPC status, and the error body of
+/// OTLP/HTTP.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    /// The gRPC code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// Typed details.
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+/// `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` of one second: the
+/// OTLP specification (and OpenTelemetry SDKs that follow it) retries an
+/// exhausted export only when the status says when.
+pub fn exhausted(message: String) -> Status {
+    let retry = RetryInfo {
+        retry_delay: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+    };
+    let details = RpcStatus {
+        code: Code::ResourceExhausted as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".to_owned(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        Code::ResourceExhausted,
+        message,
+        details.encode_to_vec().into(),
+    )
+}
+
 /// One admitted push; dropping it gives the slot back.
 #[derive(Debug)]
 pub struct Ticket {
@@ -144,14 +192,14 @@ impl Gate {
         if let Some(peer) = peer
             && held.get(&peer).copied().unwrap_or(0) >= self.per_connection
         {
-            return Err(Status::resource_exhausted(format!(
+            return Err(exhausted(format!(
                 "this connection has {} pushes in progress, its share of the collector: retry with backoff",
                 self.per_connection
             )));
         }
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("collector saturated: retry with backoff"))?;
+            .map_err(|_| exhausted("collector saturated: retry with backoff".to_owned()))?;
         if let Some(peer) = peer {
             *held.entry(peer).or_insert(0) += 1;
         }
@@ -351,5 +399,28 @@ async fn metrics(AxumState(scrapes): AxumState<Arc<Scrapes>>) -> axum::response:
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exhausted_answer_says_when_to_retry() {
+        let status = exhausted("busy".to_owned());
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = RpcStatus::decode(status.details()).expect("google.rpc.Status");
+        assert_eq!(details.code, Code::ResourceExhausted as i32);
+        let retry = details
+            .details
+            .iter()
+            .find(|any| any.type_url == "type.googleapis.com/google.rpc.RetryInfo")
+            .expect("RetryInfo");
+        let delay = RetryInfo::decode(retry.value.as_slice())
+            .unwrap()
+            .retry_delay
+            .unwrap();
+        assert_eq!((delay.seconds, delay.nanos), (1, 0));
     }
 }

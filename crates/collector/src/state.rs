@@ -413,8 +413,10 @@ impl State {
                     write.folded.insert(key.to_owned());
                 }
             }
+            // Folded OTLP senders get a component no reporter or OTLP
+            // sender can have, so their series never meet another's.
             let component = if index == OTLP_MAP {
-                OTHER
+                crate::otlp::export::OTLP_FOLDED
             } else {
                 labels.component
             };

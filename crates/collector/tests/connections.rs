@@ -263,13 +263,20 @@ async fn the_server_announces_its_stream_limit_per_connection() {
 }
 
 #[tokio::test]
-async fn silent_and_idle_http_connections_are_closed() {
+async fn half_handshakes_and_idle_http_connections_are_closed() {
     let mut config = Config::new("collector-test");
     config.connections.handshake_timeout = Duration::from_millis(300);
     let collector = TestCollector::start(config).await;
 
     let silent = TcpStream::connect(collector.http).await.expect("connect");
     within("a silent HTTP connection closed", closed_by_server(silent)).await;
+    // A part of the HTTP/2 preface, then nothing: on the HTTP port and on
+    // the gRPC port (whose idle timeout is minutes: the handshake's holds).
+    for addr in [collector.http, collector.grpc] {
+        let mut half = TcpStream::connect(addr).await.expect("connect");
+        half.write_all(b"PRI * HTT").await.expect("a part");
+        within("a half preface closed", closed_by_server(half)).await;
+    }
 
     // A kept-alive connection after its answer, and one that dribbles a
     // request head too slowly.

@@ -269,6 +269,13 @@ async fn otlp_points_meet_the_label_and_series_limits_of_everyone() {
         partial.error_message.contains("over 16 bytes"),
         "{partial:?}"
     );
+    // Nor is the name the collector gives what it folds.
+    let answer = client
+        .export(gauge_export("other", "x", "load", &values[..1]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.partial_success.unwrap().rejected_data_points, 1);
     // A platform metric's name is not for OTLP senders.
     let answer = client
         .export(gauge_export(
@@ -301,7 +308,7 @@ async fn otlp_points_meet_the_label_and_series_limits_of_everyone() {
             "collector_events_rejected_total",
             &[("reason", "metric_conflict")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         m.value(

@@ -200,6 +200,12 @@ fn read_tokens(path: &Path) -> Result<Vec<Entry>, AuthError> {
                 })
             }
         };
+        if tokens.iter().any(|entry: &Entry| entry.token == token) {
+            return Err(problem(
+                "the token of an earlier line again (one line per token, so its binding is one)"
+                    .into(),
+            ));
+        }
         tokens.push(Entry { token, binding });
     }
     if tokens.is_empty() {
@@ -357,6 +363,14 @@ mod tests {
         std::fs::write(&path, "secret-value a b c\n").unwrap();
         let error = BearerAuth::from_file(Some(&path)).unwrap_err().to_string();
         assert!(error.contains("line 1: more than three fields"), "{error}");
+        assert!(!error.contains("secret-value"), "{error}");
+        // The same token bound and then not: refused, not quietly unbound.
+        std::fs::write(&path, "secret-value test-watcher\nsecret-value\n").unwrap();
+        let error = BearerAuth::from_file(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("line 2: the token of an earlier line"),
+            "{error}"
+        );
         assert!(!error.contains("secret-value"), "{error}");
     }
 

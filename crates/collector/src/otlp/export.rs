@@ -48,10 +48,12 @@ pub enum ExportError {
     },
 }
 
-/// A refused point's reason, in the metrics and for the sender.
+/// How a refused point is counted: rejected for a reason, or limited by
+/// the guard (`collector_series_limited_total{metric="otlp"}`).
+#[derive(Debug, Clone, Copy)]
 enum Refused {
-    Reject(Reject, String),
-    Limited(String),
+    Reject(Reject),
+    Limited,
 }
 
 /// `service.name` and `service.instance.id` (else `host.name`) of a resource.
@@ -135,30 +137,23 @@ impl State {
             });
         }
         let now = Instant::now();
-        let mut exported = Exported::default();
-        let mut rejected = [0u64; catalog::REJECT_REASONS.len()];
-        let mut limited = 0u64;
+        let mut tally = Tally::default();
         let mut points = 0u64;
+        let max = self.limits().max_label_length;
         for (rm, (service, instance)) in request.resource_metrics.iter().zip(&resources) {
             let metrics = rm.scope_metrics.iter().flat_map(|sm| &sm.metrics);
             let count: u64 = metrics.clone().map(point_count).sum();
             points += count;
-            let refuse_all =
-                |reason: Reject, why: String, exported: &mut Exported, rejected: &mut [u64]| {
-                    rejected[reason.index()] += count;
-                    exported.rejected += count;
-                    note(&mut exported.message, &why);
-                };
-            let max = self.limits().max_label_length;
             if service.len() > max || instance.len() > max {
-                let why = format!("service.name or instance of {service:.32}… over {max} bytes");
-                refuse_all(Reject::LabelTooLong, why, &mut exported, &mut rejected);
+                tally.refuse(Refused::Reject(Reject::LabelTooLong), count, || {
+                    format!("service.name or instance of {service:.32}… over {max} bytes")
+                });
                 continue;
             }
-            if service == "collector" {
-                let why =
-                    "service.name \"collector\" is reserved for the collector itself".to_owned();
-                refuse_all(Reject::MetricConflict, why, &mut exported, &mut rejected);
+            if RESERVED_SERVICES.contains(&service.as_str()) {
+                tally.refuse(Refused::Reject(Reject::MetricConflict), count, || {
+                    format!("service.name {service:?} is reserved")
+                });
                 continue;
             }
             if count == 0 {
@@ -166,52 +161,76 @@ impl State {
             }
             let inst = self.otlp_instance(service, instance, now);
             let series = inst.otlp(self.otlp_guard());
+            let gap = series.exported(now);
             if !COMPONENTS.contains(&service.as_str()) {
-                let gap = series.exported(now);
-                inst.liveness().interval = gap.map_or(FIRST_INTERVAL, |gap| {
-                    gap.max(Duration::from_secs(1))
-                        .min(self.limits().max_silence)
-                });
+                let mut live = inst.liveness();
+                live.interval = export_interval(live.interval, gap, self.limits().max_silence);
             }
             for metric in metrics {
-                for outcome in apply_metric(series, metric, max) {
-                    match outcome {
-                        Ok(()) => exported.accepted += 1,
-                        Err(Refused::Reject(reason, why)) => {
-                            rejected[reason.index()] += 1;
-                            exported.rejected += 1;
-                            note(&mut exported.message, &why);
-                        }
-                        Err(Refused::Limited(why)) => {
-                            limited += 1;
-                            exported.rejected += 1;
-                            note(&mut exported.message, &why);
-                        }
-                    }
-                }
+                apply_metric(series, metric, max, &mut tally);
             }
         }
         let own = self.own().collector();
         own.received.nth(catalog::EVENT_OTLP).increment(points);
-        for (i, n) in rejected.iter().enumerate().filter(|(_, n)| **n > 0) {
+        for (i, n) in tally.rejected.iter().enumerate().filter(|(_, n)| **n > 0) {
             own.rejected.nth(i).increment(*n);
         }
-        if limited > 0 {
-            self.count_limited_otlp(limited);
+        if tally.limited > 0 {
+            self.count_limited_otlp(tally.limited);
         }
         self.count_push(PushCode::Ok);
-        Ok(exported)
+        Ok(Exported {
+            accepted: tally.accepted,
+            rejected: tally.rejected.iter().sum::<u64>() + tally.limited,
+            message: tally.message,
+        })
     }
 }
 
-/// Keeps the first few reasons, each once.
-fn note(message: &mut String, why: &str) {
-    const MAX: usize = 512;
-    if message.len() < MAX && !message.contains(why) {
-        if !message.is_empty() {
-            message.push_str("; ");
+/// Service names an OTLP sender may not take: the collector's own, and the
+/// `component` labels of what is folded past the instance limit.
+const RESERVED_SERVICES: [&str; 3] = ["collector", crate::catalog::OTHER, OTLP_FOLDED];
+
+/// The `component` of OTLP instances folded past the instance limit.
+pub const OTLP_FOLDED: &str = "otlp-other";
+
+/// An OTLP sender's export interval, from the time since its previous
+/// export: the first is assumed the SDKs' default; a much shorter gap (a
+/// retry, several resources of one sender in one export) is no interval.
+fn export_interval(current: Duration, gap: Option<Duration>, max_silence: Duration) -> Duration {
+    match gap {
+        None => FIRST_INTERVAL,
+        Some(gap) if gap < current / 2 => current,
+        Some(gap) => gap.max(Duration::from_secs(1)).min(max_silence),
+    }
+}
+
+/// What became of an export's points, and the first few reasons.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: u64,
+    rejected: [u64; catalog::REJECT_REASONS.len()],
+    limited: u64,
+    message: String,
+}
+
+impl Tally {
+    /// `n` points refused; `why` is asked for only while the message has room.
+    fn refuse(&mut self, refused: Refused, n: u64, why: impl FnOnce() -> String) {
+        match refused {
+            Refused::Reject(reason) => self.rejected[reason.index()] += n,
+            Refused::Limited => self.limited += n,
         }
-        message.push_str(why);
+        const MAX: usize = 512;
+        if self.message.len() < MAX {
+            let why = why();
+            if !self.message.contains(&why) {
+                if !self.message.is_empty() {
+                    self.message.push_str("; ");
+                }
+                self.message.push_str(&why);
+            }
+        }
     }
 }
 
@@ -237,28 +256,22 @@ fn reserved(name: &str) -> bool {
     })
 }
 
-/// Each point of `metric` applied to `series`, or why not.
-fn apply_metric(
-    series: &OtlpSeries,
-    metric: &Metric,
-    max_label: usize,
-) -> Vec<Result<(), Refused>> {
-    let reject = |reason, why: String| Err(Refused::Reject(reason, why));
+/// Each point of `metric` applied to `series`, or counted as refused.
+fn apply_metric(series: &OtlpSeries, metric: &Metric, max_label: usize, tally: &mut Tally) {
     let original = &metric.name;
+    let all = point_count(metric);
     let (shape, delta) = match &metric.data {
         None => {
-            return vec![reject(
-                Reject::NoPayload,
-                format!("metric {original:.64} has no data"),
-            )];
+            return tally.refuse(Refused::Reject(Reject::NoPayload), 1, || {
+                format!("metric {original:.64} has no data")
+            });
         }
         Some(Data::ExponentialHistogram(_) | Data::Summary(_)) => {
-            let why = format!(
-                "metric {original:.64}: exponential histograms and summaries are not supported"
-            );
-            return (0..point_count(metric))
-                .map(|_| reject(Reject::UnsupportedMetric, why.clone()))
-                .collect();
+            return tally.refuse(Refused::Reject(Reject::UnsupportedMetric), all, || {
+                format!(
+                    "metric {original:.64}: exponential histograms and summaries are not supported"
+                )
+            });
         }
         Some(Data::Gauge(_)) => (Shape::Gauge, false),
         Some(Data::Sum(sum)) => (
@@ -276,91 +289,82 @@ fn apply_metric(
     };
     let name = metric_name(original, &metric.unit, shape);
     if original.is_empty() || reserved(&name) {
-        let why = format!("metric name {name:.64} is empty or one of the platform's own");
-        return (0..point_count(metric))
-            .map(|_| reject(Reject::MetricConflict, why.clone()))
-            .collect();
+        return tally.refuse(Refused::Reject(Reject::MetricConflict), all, || {
+            format!("metric name {name:.64} is empty or one of the platform's own")
+        });
     }
     let help = if metric.description.is_empty() {
         format!("OpenTelemetry metric {original:.128}")
     } else {
         metric.description.chars().take(1024).collect()
     };
-    let record = |attributes: &[KeyValue], update: Update| -> Result<(), Refused> {
-        let labels = labels(attributes, max_label)?;
-        series
-            .record(&name, shape, &help, labels, update)
-            .map_err(|refusal| match refusal {
-                Refusal::Conflict => Refused::Reject(
-                    Reject::MetricConflict,
-                    format!("metric {name:.64} is already another type"),
-                ),
-                Refusal::TooManyNames => Refused::Limited(
-                    "the collector holds its limit of OTLP metric names (MAX_OTLP_METRICS)"
-                        .to_owned(),
-                ),
-                Refusal::TooManySeries => Refused::Limited(format!(
-                    "metric {name:.64} has its limit of label sets (MAX_SERIES_PER_METRIC)"
-                )),
-                Refusal::TooManyInAll => Refused::Limited(
-                    "the collector holds its limit of OTLP series (MAX_OTLP_SERIES)".to_owned(),
-                ),
-            })
+    let record = |tally: &mut Tally, attributes: &[KeyValue], update: Update| {
+        let labels = match labels(attributes, max_label) {
+            Ok(labels) => labels,
+            Err((reason, why)) => return tally.refuse(Refused::Reject(reason), 1, || why),
+        };
+        match series.record(&name, shape, &help, labels, update) {
+            Ok(()) => tally.accepted += 1,
+            Err(Refusal::Conflict) => {
+                tally.refuse(Refused::Reject(Reject::MetricConflict), 1, || {
+                    format!("metric {name:.64} is already another type")
+                })
+            }
+            Err(Refusal::TooManyNames) => tally.refuse(Refused::Limited, 1, || {
+                "the collector holds its limit of OTLP metric names (MAX_OTLP_METRICS)".to_owned()
+            }),
+            Err(Refusal::TooManySeries) => tally.refuse(Refused::Limited, 1, || {
+                format!("metric {name:.64} has its limit of label sets (MAX_SERIES_PER_METRIC)")
+            }),
+            Err(Refusal::TooManyInAll) => tally.refuse(Refused::Limited, 1, || {
+                "the collector holds its limit of OTLP series (MAX_OTLP_SERIES)".to_owned()
+            }),
+        }
     };
-    let number = |point: &NumberDataPoint| -> Result<(), Refused> {
+    let number = |tally: &mut Tally, point: &NumberDataPoint| {
         let value = match point.value {
             Some(number_data_point::Value::AsDouble(v)) => v,
             Some(number_data_point::Value::AsInt(v)) => v as f64,
             None => {
-                return Err(Refused::Reject(
-                    Reject::NoPayload,
-                    format!("a point of {name:.64} has no value"),
-                ));
+                return tally.refuse(Refused::Reject(Reject::NoPayload), 1, || {
+                    format!("a point of {name:.64} has no value")
+                });
             }
         };
         if !value.is_finite() || (shape == Shape::Counter && value < 0.0) {
-            return Err(Refused::Reject(
-                Reject::InvalidValue,
-                format!("a point of {name:.64} is {value}"),
-            ));
+            return tally.refuse(Refused::Reject(Reject::InvalidValue), 1, || {
+                format!("a point of {name:.64} is {value}")
+            });
         }
-        record(
-            &point.attributes,
-            if delta {
-                Update::Add(value)
-            } else {
-                Update::Set(value)
-            },
-        )
+        let update = if delta {
+            Update::Add(value)
+        } else {
+            Update::Set(value)
+        };
+        record(tally, &point.attributes, update);
     };
     match &metric.data {
         Some(Data::Gauge(g)) => g
             .data_points
             .iter()
             .filter(|p| recorded(p.flags))
-            .map(number)
-            .collect(),
+            .for_each(|p| number(tally, p)),
         Some(Data::Sum(s)) => s
             .data_points
             .iter()
             .filter(|p| recorded(p.flags))
-            .map(number)
-            .collect(),
-        Some(Data::Histogram(h)) => h
-            .data_points
-            .iter()
-            .filter(|p| recorded(p.flags))
-            .map(|point| {
-                let update = histogram(point, delta).map_err(|why| {
-                    Refused::Reject(
-                        Reject::InvalidValue,
-                        format!("a point of {name:.64}: {why}"),
-                    )
-                })?;
-                record(&point.attributes, update)
-            })
-            .collect(),
-        _ => Vec::new(),
+            .for_each(|p| number(tally, p)),
+        Some(Data::Histogram(h)) => {
+            for point in h.data_points.iter().filter(|p| recorded(p.flags)) {
+                match histogram(point, delta) {
+                    Ok(update) => record(tally, &point.attributes, update),
+                    Err(why) => tally.refuse(Refused::Reject(Reject::InvalidValue), 1, || {
+                        format!("a point of {name:.64}: {why}")
+                    }),
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -371,6 +375,12 @@ fn recorded(flags: u32) -> bool {
 
 fn histogram(point: &HistogramDataPoint, delta: bool) -> Result<Update, String> {
     let bounds = &point.explicit_bounds;
+    // A point with no buckets at all has one: everything up to +Inf.
+    let counts = if bounds.is_empty() && point.bucket_counts.is_empty() {
+        vec![point.count]
+    } else {
+        point.bucket_counts.clone()
+    };
     if bounds.len() > limits::HISTOGRAM_BOUNDS {
         return Err(format!(
             "{} bucket bounds, over {}",
@@ -381,17 +391,14 @@ fn histogram(point: &HistogramDataPoint, delta: bool) -> Result<Update, String> 
     if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
         return Err("bucket bounds are not finite and increasing".to_owned());
     }
-    if point.bucket_counts.len() != bounds.len() + 1 {
+    if counts.len() != bounds.len() + 1 {
         return Err(format!(
             "{} bucket counts for {} bounds",
-            point.bucket_counts.len(),
+            counts.len(),
             bounds.len()
         ));
     }
-    let total = point
-        .bucket_counts
-        .iter()
-        .try_fold(0u64, |acc, c| acc.checked_add(*c));
+    let total = counts.iter().try_fold(0u64, |acc, c| acc.checked_add(*c));
     if total != Some(point.count) {
         return Err("the bucket counts do not add up to the count".to_owned());
     }
@@ -401,7 +408,7 @@ fn histogram(point: &HistogramDataPoint, delta: bool) -> Result<Update, String> 
     }
     Ok(Update::Histogram {
         bounds: bounds.clone(),
-        counts: point.bucket_counts.clone(),
+        counts,
         sum,
         delta,
     })
@@ -409,9 +416,9 @@ fn histogram(point: &HistogramDataPoint, delta: bool) -> Result<Update, String> 
 
 /// A point's attributes as labels: names sanitised, values bounded; two
 /// keys that sanitise alike have their values joined with `;` in key order.
-fn labels(attributes: &[KeyValue], max_label: usize) -> Result<LabelSet, Refused> {
+fn labels(attributes: &[KeyValue], max_label: usize) -> Result<LabelSet, (Reject, String)> {
     if attributes.len() > limits::OTLP_ATTRIBUTES {
-        return Err(Refused::Reject(
+        return Err((
             Reject::ValueTooLarge,
             format!(
                 "a point has {} attributes, over {}",
@@ -434,10 +441,32 @@ fn labels(attributes: &[KeyValue], max_label: usize) -> Result<LabelSet, Refused
             .or_insert(value);
     }
     if let Some((key, _)) = labels.iter().find(|(_, v)| v.len() > max_label) {
-        return Err(Refused::Reject(
+        return Err((
             Reject::LabelTooLong,
             format!("attribute {key:.64} is over {max_label} bytes"),
         ));
     }
     Ok(labels.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_and_retries_are_no_export_interval() {
+        let max = Duration::from_secs(600);
+        let s = Duration::from_secs;
+        assert_eq!(export_interval(s(30), None, max), FIRST_INTERVAL);
+        // Two resources of one sender in one export, a retry after backoff.
+        assert_eq!(export_interval(s(60), Some(Duration::ZERO), max), s(60));
+        assert_eq!(
+            export_interval(s(60), Some(Duration::from_millis(200)), max),
+            s(60)
+        );
+        // The sender's own rhythm, slower or somewhat faster.
+        assert_eq!(export_interval(s(60), Some(s(300)), max), s(300));
+        assert_eq!(export_interval(s(60), Some(s(40)), max), s(40));
+        assert_eq!(export_interval(s(60), Some(s(3600)), max), max);
+    }
 }

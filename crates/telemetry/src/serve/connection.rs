@@ -23,7 +23,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -66,12 +66,17 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Bytes a connection must send before the handshake deadline: the HTTP/2
+/// preface (a TLS hello is longer), so dribbling a partial one does not buy
+/// the idle timeout.
+const SPOKE: usize = 24;
+
 /// What one connection is doing, shared by its socket and its requests.
 #[derive(Debug)]
 struct Activity {
     accepted: Instant,
-    /// Bytes have arrived (a preface or TLS hello).
-    spoke: AtomicBool,
+    /// Bytes received, counted up to [`SPOKE`].
+    received: AtomicUsize,
     in_flight: AtomicUsize,
     /// When the last request ended (the accept time before the first).
     last_end: Mutex<Instant>,
@@ -83,7 +88,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        if !self.spoke.load(Ordering::Acquire) {
+        if self.received.load(Ordering::Acquire) < SPOKE {
             return Some(self.accepted + limits.handshake_timeout);
         }
         let last_end = *self.last_end.lock().unwrap_or_else(PoisonError::into_inner);
@@ -137,7 +142,7 @@ impl TrackedStream {
         let now = Instant::now();
         let activity = Arc::new(Activity {
             accepted: now,
-            spoke: AtomicBool::new(false),
+            received: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             last_end: Mutex::new(now),
         });
@@ -166,10 +171,10 @@ impl TrackedStream {
             let now = Instant::now();
             match self.activity.deadline(&self.limits) {
                 Some(deadline) if deadline <= now => {
-                    let what = if self.activity.spoke.load(Ordering::Acquire) {
+                    let what = if self.activity.received.load(Ordering::Acquire) >= SPOKE {
                         "no request"
                     } else {
-                        "nothing received"
+                        "no handshake"
                     };
                     tracing::debug!(peer = ?self.peer, what, "closing an idle connection");
                     return Poll::Ready(io::Error::new(
@@ -221,8 +226,9 @@ impl AsyncRead for TrackedStream {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         if let Poll::Ready(result) = Pin::new(&mut self.inner).poll_read(cx, buf) {
-            if buf.filled().len() > before {
-                self.activity.spoke.store(true, Ordering::Release);
+            let read = buf.filled().len() - before;
+            if read > 0 && self.activity.received.load(Ordering::Relaxed) < SPOKE {
+                self.activity.received.fetch_add(read, Ordering::AcqRel);
             }
             return Poll::Ready(result);
         }

@@ -68,13 +68,14 @@ pub async fn serve_http(
         );
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // Until its first bytes hyper cannot tell HTTP/1 from HTTP/2,
-            // so its header timeout has not started: a silent connection
-            // is closed here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.handshake_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            // Until hyper can tell HTTP/1 from HTTP/2 its header timeout
+            // has not started: a silent connection, or one that stops
+            // inside the HTTP/2 preface, is closed here.
+            if tokio::time::timeout(limits.handshake_timeout, version_known(&stream))
+                .await
+                .is_err()
+            {
+                return;
             }
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
@@ -88,4 +89,22 @@ pub async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The HTTP/2 client preface; hyper reads on while the first bytes match it.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Resolves once the first bytes tell the version: a byte that is not the
+/// preface's, or the whole preface (or the peer closed).
+async fn version_known(stream: &tokio::net::TcpStream) {
+    let mut head = [0u8; PREFACE.len()];
+    loop {
+        match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n == PREFACE.len() || head[..n] != PREFACE[..n] => return,
+            // A partial preface: peek answers at once while those bytes
+            // wait, so look again a little later.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }

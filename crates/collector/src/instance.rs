@@ -21,6 +21,7 @@ use crate::catalog::{self, Kind, METRICS, OTHER, id};
 use crate::dedup::Window;
 use crate::guard::Guard;
 use crate::otlp::store::{OtlpGuard, OtlpSeries};
+use crate::render::{instance_labels, label_value};
 
 static METADATA: Metadata<'static> = Metadata::new("collector", Level::INFO, None);
 
@@ -668,9 +669,10 @@ impl Instance {
             }
             text = kept;
         }
-        self.render_info(&mut text);
+        let labels = instance_labels(&self.component, &self.name);
+        self.render_info(&labels, &mut text);
         if let Some(otlp) = self.otlp.get() {
-            otlp.render(&self.component, &self.name, &mut text);
+            otlp.render(&labels, &mut text);
         }
         text
     }
@@ -678,19 +680,17 @@ impl Instance {
     /// `automation_component_info` is written here rather than kept in the
     /// recorder: the exporter cannot delete a series, so every version an
     /// instance ever reported would stay in memory and in each render.
-    fn render_info(&self, out: &mut String) {
+    fn render_info(&self, labels: &str, out: &mut String) {
         let version = self.liveness().version.clone();
         if version.is_empty() {
             return;
         }
         let info = &METRICS[id::INFO];
         out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{component=\"{component}\",component_instance=\"{instance}\",version=\"{version}\"}} 1\n\n",
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels},version=\"{version}\"}} 1\n\n",
             name = info.name,
             help = info.help,
-            component = escaped(&self.component),
-            instance = escaped(&self.name),
-            version = escaped(&version),
+            version = label_value(&version),
         ));
     }
 
@@ -701,12 +701,4 @@ impl Instance {
             live.version = version.to_owned();
         }
     }
-}
-
-/// A label value escaped for the text format.
-fn escaped(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

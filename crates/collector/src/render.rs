@@ -43,6 +43,24 @@ pub fn render(state: &State) -> String {
     merge(&texts)
 }
 
+/// A label value escaped for the text format (for the series written here,
+/// not by the exporter).
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `component="…",component_instance="…"`, escaped.
+pub fn instance_labels(component: &str, instance: &str) -> String {
+    format!(
+        "component=\"{}\",component_instance=\"{}\"",
+        label_value(component),
+        label_value(instance)
+    )
+}
+
 /// Merges exposition texts whose families may repeat across texts.
 pub fn merge(texts: &[String]) -> String {
     let mut families: BTreeMap<&str, Family<'_>> = BTreeMap::new();

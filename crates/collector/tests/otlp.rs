@@ -235,6 +235,14 @@ fn gauge_export(
 }
 
 use opentelemetry_proto::tonic as otlp;
+use otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+
+/// A generated OTLP/gRPC client of the collector.
+async fn otlp_client(collector: &TestCollector) -> MetricsServiceClient<tonic::transport::Channel> {
+    MetricsServiceClient::connect(grpc_endpoint(collector))
+        .await
+        .expect("connect to the OTLP/gRPC port")
+}
 
 #[tokio::test]
 async fn otlp_points_meet_the_label_and_series_limits_of_everyone() {
@@ -243,12 +251,7 @@ async fn otlp_points_meet_the_label_and_series_limits_of_everyone() {
         config.limits.max_label_length = 16;
     })
     .await;
-    let mut client =
-        otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient::connect(
-            grpc_endpoint(&collector),
-        )
-        .await
-        .unwrap();
+    let mut client = otlp_client(&collector).await;
     let values: Vec<String> = ["a", "b", "c", "d", "e"]
         .iter()
         .map(|v| (*v).to_owned())
@@ -326,12 +329,7 @@ async fn a_silent_otlp_sender_goes_down_then_away() {
         config.limits.idle_timeout = Duration::from_millis(600);
     })
     .await;
-    let mut client =
-        otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient::connect(
-            grpc_endpoint(&collector),
-        )
-        .await
-        .unwrap();
+    let mut client = otlp_client(&collector).await;
     client
         .export(gauge_export("shop", "shop-1", "load", &["a".to_owned()]))
         .await

@@ -70,8 +70,8 @@ impl Listeners {
     /// and exits 1.
     pub async fn bind_or_exit(program: &str, grpc: SocketAddr, http: SocketAddr) -> Self {
         let bind = |what: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.unwrap_or_else(|error| {
-                eprintln!("{program}: cannot listen for {what} on {addr}: {error}");
+            listen(what, addr).await.unwrap_or_else(|error| {
+                eprintln!("{program}: {error}");
                 std::process::exit(1);
             })
         };

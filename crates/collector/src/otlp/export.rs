@@ -161,8 +161,9 @@ impl State {
             }
             let inst = self.otlp_instance(service, instance, now);
             let series = inst.otlp(self.otlp_guard());
-            let gap = series.exported(now);
+            // A platform component's heartbeats say its interval.
             if !COMPONENTS.contains(&service.as_str()) {
+                let gap = series.exported(now);
                 let mut live = inst.liveness();
                 live.interval = export_interval(live.interval, gap, self.limits().max_silence);
             }

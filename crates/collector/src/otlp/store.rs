@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::names::Shape;
+use crate::render::label_value;
 
 /// A label set: sorted by name, without `component` and `component_instance`.
 pub type LabelSet = Vec<(String, String)>;
@@ -249,14 +250,10 @@ impl OtlpSeries {
         Ok(())
     }
 
-    /// Appends the series in the text format, labelled with the instance.
-    pub fn render(&self, component: &str, instance: &str, out: &mut String) {
+    /// Appends the series in the text format, each with the instance's
+    /// `labels` (see [`instance_labels`](crate::render::instance_labels)).
+    pub fn render(&self, labels: &str, out: &mut String) {
         let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let common = format!(
-            "component=\"{}\",component_instance=\"{}\"",
-            escape(component),
-            escape(instance)
-        );
         for (name, family) in families.iter() {
             let kind = match family.shape {
                 Shape::Counter => "counter",
@@ -265,10 +262,10 @@ impl OtlpSeries {
             };
             let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in &family.series {
-                let mut set = common.clone();
-                for (key, value) in labels {
-                    let _ = write!(set, ",{key}=\"{}\"", escape(value));
+            for (attributes, value) in &family.series {
+                let mut set = labels.to_owned();
+                for (key, value) in attributes {
+                    let _ = write!(set, ",{key}=\"{}\"", label_value(value));
                 }
                 match value {
                     Value::Number(v) => {
@@ -344,14 +341,6 @@ fn apply(value: &mut Value, update: Update) {
         // A point's shape always matches its family's: checked by `record`.
         _ => {}
     }
-}
-
-/// A label value escaped for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// A sample value as the text format writes it.
@@ -433,7 +422,7 @@ mod tests {
             )
             .unwrap();
         let mut text = String::new();
-        series.render("shop", "pod-1", &mut text);
+        series.render(&crate::render::instance_labels("shop", "pod-1"), &mut text);
         let common = "component=\"shop\",component_instance=\"pod-1\"";
         assert!(
             text.contains(&format!("orders_total{{{common},route=\"/a\\\"b\"}} 5.0\n")),

@@ -110,19 +110,6 @@ impl Registry {
             .get(&peer)
             .cloned()
     }
-
-    /// Open connections now.
-    pub fn len(&self) -> usize {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// An accepted TCP connection that closes itself past its deadline.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automation_proto::v1::{ApiStatus, ChatRequest};
+use tracing::Instrument;
 
 use crate::circuit::Ticket;
 use crate::limits::Slot;
@@ -222,10 +223,11 @@ impl Gateway {
             }
         };
         call.holds_slot = true;
+        let span = call.span.clone();
         let opened = if streaming {
-            self.upstream.stream(body).await
+            self.upstream.stream(body).instrument(span).await
         } else {
-            self.upstream.chat(body, None).await
+            self.upstream.chat(body, None).instrument(span).await
         };
         match opened {
             Ok(stream) => {

@@ -17,7 +17,7 @@ const MAX_LIMIT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3
 async fn main() {
     let cli: Cli = parse_or_exit(NAME);
     automation_api_gateway::upstream::install_crypto();
-    logging::init(cli.common.log_format);
+    let traces = logging::init(Some(cli.common.log_format), NAME);
     let instance = cli.common.instance_name();
     let g = &cli.gateway;
     let key = ApiKey::configured(g.deepseek_api_key_file.as_deref())
@@ -80,7 +80,9 @@ async fn main() {
         config_error(NAME, format!("DEEPSEEK_BASE_URL: {e}"));
     }
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
-    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+    let served = run(config, listeners, shutdown::on_signal(), None).await;
+    traces.shutdown().await;
+    if let Err(error) = served {
         eprintln!("{NAME}: {error}");
         std::process::exit(1);
     }

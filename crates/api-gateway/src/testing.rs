@@ -98,6 +98,8 @@ pub struct Recorded {
     /// The `Authorization` header value, e.g. `Bearer sk-…`; empty when
     /// absent.
     pub authorization: String,
+    /// The W3C `traceparent` header value; empty when absent.
+    pub traceparent: String,
     /// The JSON body (`null` when it did not parse).
     pub body: Value,
 }
@@ -549,8 +551,14 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
+            let traceparent = headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             inner.requests.push(Recorded {
                 authorization,
+                traceparent,
                 body,
             });
         }

@@ -39,10 +39,11 @@ use std::time::{Duration, SystemTime};
 use automation_proto::v1::{RetryReason, ToolCallDelta};
 use automation_telemetry::client::error_chain;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
 
 use crate::redact::{Redactor, bounded};
 use crate::sse::{Events, SseError};
@@ -711,10 +712,16 @@ impl Upstream {
 
         loop {
             attempts.attempts += 1;
-            let err = match self
+            let span = attempt_span(&attempts);
+            let attempted = self
                 .attempt(&redactor, &auth, &payload, start, deadline, &mut attempts)
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            if let Err(err) = &attempted {
+                span.record("otel.status_code", "ERROR");
+                span.record("error", err.message.as_str());
+            }
+            let err = match attempted {
                 Ok(stream) => {
                     tracing::debug!(
                         attempts = attempts.attempts,
@@ -938,6 +945,8 @@ impl Upstream {
             }
         };
 
+        let mut traced = HeaderMap::new();
+        automation_telemetry::trace::inject_headers(&mut traced);
         let request = self
             .inner
             .client
@@ -945,6 +954,7 @@ impl Upstream {
             .header(AUTHORIZATION, auth.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
+            .headers(traced)
             .body(payload.to_vec());
         let response = match timeout_at(first_token_deadline, request.send()).await {
             Err(_) => return Err(timed_out()),
@@ -952,6 +962,7 @@ impl Upstream {
             Ok(Ok(response)) => response,
         };
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             attempts.rate_limited += 1;
         }
@@ -1113,6 +1124,7 @@ impl Upstream {
             Ok(Ok(response)) => response,
         };
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             attempts.rate_limited += 1;
         }
@@ -1461,6 +1473,27 @@ fn error_detail(body: &[u8], cut_off: bool, redactor: &Redactor) -> Option<Strin
 }
 
 /// `Retry-After` as delta-seconds (fractions tolerated) or an HTTP date.
+/// The span of one upstream attempt (none while tracing is off): its
+/// number and, for a retry, why the previous attempt was retried.
+fn attempt_span(attempts: &Attempts) -> tracing::Span {
+    if !automation_telemetry::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "upstream.attempt",
+        otel.kind = "client",
+        attempt = attempts.attempts,
+        retry.reason = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if let Some(reason) = attempts.retries.last() {
+        span.record("retry.reason", reason.as_str_name());
+    }
+    span
+}
+
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {

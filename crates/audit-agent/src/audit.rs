@@ -102,6 +102,7 @@ impl Auditor {
 
     /// Audits once. Never fails as a whole: what could not be read is a
     /// problem in the report, and the rest goes on.
+    #[tracing::instrument(name = "audit", skip(self))]
     pub async fn audit(&self, reason: &str) -> AuditReport {
         let started_at = SystemTime::now();
         let clock = Instant::now();
@@ -126,13 +127,13 @@ impl Auditor {
         let git = {
             let root = root.clone();
             let previous = previous.clone();
-            timed(&self.bridge, timeout, move || {
+            timed(&self.bridge, "git", timeout, move || {
                 git::inspect(&root, previous.as_deref())
             })
         };
         let scan = {
             let (root, markdown) = (root.clone(), self.config.markdown.clone());
-            timed(&self.bridge, timeout, move || {
+            timed(&self.bridge, "markers", timeout, move || {
                 markers::scan(&root, &markdown)
             })
         };
@@ -142,7 +143,7 @@ impl Auditor {
                 self.config.coverage_path.clone(),
                 self.config.coverage_format,
             );
-            timed(&self.bridge, timeout, move || {
+            timed(&self.bridge, "coverage", timeout, move || {
                 coverage::load(&root, path.as_deref(), format)
             })
         };
@@ -427,10 +428,13 @@ fn marker_enum(marker: MarkerKind) -> v1::Marker {
     }
 }
 
-/// Runs `work` on the blocking pool within `timeout`, returning its result
-/// (errors as text) and how long it took.
+/// Runs `work` (the analysis named `analysis`) on the blocking pool within
+/// `timeout`, in its own span, returning its result (errors as text) and how
+/// long it took.
+#[tracing::instrument(name = "analysis", skip_all, fields(analysis, error))]
 async fn timed<T, E>(
     bridge: &Bridge,
+    analysis: &'static str,
     timeout: Duration,
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> (Result<T, String>, f64)
@@ -438,6 +442,8 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    let span = tracing::Span::current();
+    span.record("analysis", analysis);
     let outcome = bridge
         .run_blocking(timeout, move || {
             let clock = Instant::now();
@@ -445,6 +451,11 @@ where
             (result, clock.elapsed().as_secs_f64())
         })
         .await;
+    match &outcome {
+        Ok((Err(error), _)) => span.record("error", error.as_str()),
+        Err(error) => span.record("error", error.to_string()),
+        Ok(_) => &span,
+    };
     match outcome {
         Ok((result, secs)) => (result, secs),
         Err(e @ BridgeError::Timeout(limit)) => (Err(e.to_string()), limit.as_secs_f64()),

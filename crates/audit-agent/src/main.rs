@@ -13,7 +13,7 @@ const NAME: &str = "audit-agent";
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_or_exit(NAME);
-    logging::init(cli.common.log_format);
+    let traces = logging::init(Some(cli.common.log_format), NAME);
     match &cli.command {
         Some(Command::Backup { to }) => {
             match store::backup(&cli.database_path, to) {
@@ -75,7 +75,9 @@ async fn main() {
         config_error(NAME, format!("MARKDOWN_GLOBS: {e}"));
     }
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
-    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+    let served = run(config, listeners, shutdown::on_signal(), None).await;
+    traces.shutdown().await;
+    if let Err(error) = served {
         if error.is_configuration() {
             config_error(NAME, error);
         }

@@ -18,7 +18,8 @@ use crate::error::{Failure, describe_status, describe_transport};
 /// A channel that carries the bearer token.
 pub type AuthChannel = InterceptedService<Channel, Auth>;
 
-/// Adds `authorization: Bearer …` to every request, when a token is set.
+/// Adds `authorization: Bearer …` to every request, when a token is set,
+/// and the trace context of the command's span.
 #[derive(Debug, Clone, Default)]
 pub struct Auth(Option<MetadataValue<Ascii>>);
 
@@ -29,6 +30,7 @@ impl Interceptor for Auth {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        automation_telemetry::trace::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -40,9 +40,10 @@ pub mod watcher;
 use std::io::{self, Write};
 
 pub use cli::Cli;
-use cli::{Command, Format};
+use cli::{Command, Format, Global};
 use connect::Connector;
 pub use error::Failure;
+use tracing::Instrument;
 
 /// Where a command writes: `out` for results, `err` for failures and side
 /// notes (chat's reasoning and token line), and how.
@@ -82,7 +83,32 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> u8 {
 async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<u8, Failure> {
     let global = &cli.global;
     let connector = Connector::new(global);
-    match cli.command {
+    // The command's span, parent of every call it makes (while tracing is
+    // on: `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    let name = match &cli.command {
+        Command::Status => "automationctl status",
+        Command::Watcher(_) => "automationctl watcher",
+        Command::Audit(_) => "automationctl audit",
+        Command::Chat(_) => "automationctl chat",
+        Command::Metrics => "automationctl metrics",
+    };
+    let span = if automation_telemetry::trace::enabled() {
+        tracing::info_span!("command", otel.name = name, otel.kind = "client")
+    } else {
+        tracing::Span::none()
+    };
+    run_command(cli.command, global, &connector, io)
+        .instrument(span)
+        .await
+}
+
+async fn run_command(
+    command: Command,
+    global: &Global,
+    connector: &Connector,
+    io: &mut Io<'_>,
+) -> Result<u8, Failure> {
+    match command {
         Command::Status => status::run(global, &connector, io).await,
         Command::Watcher(command) => watcher::run(global, &connector, command, io).await,
         Command::Audit(command) => audit::run(global, &connector, command, io).await,

@@ -27,5 +27,11 @@ fn main() -> ExitCode {
         format: cli.global.output,
         color,
     };
-    ExitCode::from(runtime.block_on(run(cli, &mut io)))
+    ExitCode::from(runtime.block_on(async {
+        // Spans only, no log lines: the command's own output is the report.
+        let traces = automation_telemetry::logging::init(None, "automationctl");
+        let code = run(cli, &mut io).await;
+        traces.shutdown().await;
+        code
+    }))
 }

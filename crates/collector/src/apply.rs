@@ -131,7 +131,10 @@ pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject>
                 f64::MIN_POSITIVE,
                 limits::HEARTBEAT_INTERVAL_SECONDS,
             )?;
-            counts(&[h.events_dropped_total], limits::CUMULATIVE_COUNT)?;
+            counts(
+                &[h.events_dropped_total, h.spans_dropped_total],
+                limits::CUMULATIVE_COUNT,
+            )?;
             if let Some(p) = &h.process {
                 number(p.cpu_seconds_total, 0.0, limits::CPU_SECONDS)?;
                 number(p.start_time_seconds, 0.0, latest)?;
@@ -274,6 +277,9 @@ pub fn apply(
             c.dropped
                 .increment(h.events_dropped_total.saturating_sub(state.dropped_events));
             state.dropped_events = state.dropped_events.max(h.events_dropped_total);
+            c.spans_dropped
+                .increment(h.spans_dropped_total.saturating_sub(state.dropped_spans));
+            state.dropped_spans = state.dropped_spans.max(h.spans_dropped_total);
             drop(incarnations);
             if let Some(sys) = &h.system {
                 c.mem_used.set(sys.memory_used_bytes as f64);

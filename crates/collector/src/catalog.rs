@@ -200,7 +200,7 @@ pub const VALUE_LIMITS: &[ValueLimit] = &[
         max: limits::COUNT as f64,
     },
     ValueLimit {
-        applies_to: "heartbeat events_dropped_total",
+        applies_to: "heartbeat events_dropped_total, spans_dropped_total",
         max: limits::CUMULATIVE_COUNT as f64,
     },
     ValueLimit {
@@ -385,6 +385,7 @@ pub mod id {
     pub const COL_PUSH_DURATION: usize = 56;
     pub const COL_WINDOWS_EVICTED: usize = 57;
     pub const COL_INSTANCES_EVICTED: usize = 58;
+    pub const TRACE_DROPPED: usize = 59;
 }
 
 /// Every metric, in the order of [`id`].
@@ -726,6 +727,11 @@ pub static METRICS: &[MetricDef] = &[
         "Silent instances forgotten early to make room for a new one under the instance limit.",
         NONE,
     ),
+    counter(
+        "automation_trace_spans_dropped_total",
+        "Trace spans the service dropped: its export queue was full or an export failed.",
+        NONE,
+    ),
 ];
 
 /// The catalog as pretty JSON, for `collector catalog`.
@@ -785,11 +791,12 @@ mod tests {
                 id::COL_INSTANCES_EVICTED,
                 "collector_instances_evicted_total",
             ),
+            (id::TRACE_DROPPED, "automation_trace_spans_dropped_total"),
         ];
         for (i, name) in expect {
             assert_eq!(METRICS[i].name, name);
         }
-        assert_eq!(METRICS.len(), id::COL_INSTANCES_EVICTED + 1);
+        assert_eq!(METRICS.len(), id::TRACE_DROPPED + 1);
     }
 
     #[test]

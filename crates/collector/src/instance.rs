@@ -283,6 +283,7 @@ pub struct ProcessMetrics {
     pub mem_total: Gauge,
     pub disk_available: Gauge,
     pub dropped: Counter,
+    pub spans_dropped: Counter,
     pub bridge_calls: Fixed<Counter>,
     pub bridge_errors: Fixed<Counter>,
     pub bridge_timeouts: Fixed<Counter>,
@@ -302,6 +303,7 @@ impl ProcessMetrics {
             mem_total: s.register(id::SYS_MEM_TOTAL, &[]),
             disk_available: s.register(id::SYS_DISK_AVAILABLE, &[]),
             dropped: s.register(id::REPORTER_DROPPED, &[]),
+            spans_dropped: s.register(id::TRACE_DROPPED, &[]),
             bridge_calls: Fixed::new(s, id::BR_CALLS, &[]),
             bridge_errors: Fixed::new(s, id::BR_ERRORS, &[]),
             bridge_timeouts: Fixed::new(s, id::BR_TIMEOUTS, &[]),
@@ -503,6 +505,7 @@ pub struct Incarnation {
     pub window: Window,
     pub cpu_whole_seconds: u64,
     pub dropped_events: u64,
+    pub dropped_spans: u64,
     pub last_seen: Option<Instant>,
 }
 

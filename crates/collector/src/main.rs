@@ -15,7 +15,7 @@ async fn main() {
         println!("{}", catalog::to_json());
         return;
     }
-    logging::init(cli.common.log_format);
+    let traces = logging::init(Some(cli.common.log_format), NAME);
     let mut config = Config::new(&cli.common.instance_name());
     config.limits = cli.collector.limits();
     config.max_concurrent_pushes = cli.collector.max_concurrent_pushes;
@@ -29,7 +29,9 @@ async fn main() {
     config.auth = cli.common.auth_or_exit(NAME);
     config.tls = cli.common.tls_or_exit(NAME);
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
-    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+    let served = run(config, listeners, shutdown::on_signal(), None).await;
+    traces.shutdown().await;
+    if let Err(error) = served {
         eprintln!("{NAME}: {error}");
         std::process::exit(1);
     }

@@ -90,7 +90,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_or_exit(NAME);
-    logging::init(cli.common.log_format);
+    let traces = logging::init(Some(cli.common.log_format), NAME);
     automation_api_gateway::upstream::install_crypto();
     if cli.common.tls_cert_file.is_some() {
         config_error(
@@ -212,6 +212,7 @@ async fn main() {
     }
     println!("{NAME}: stopping");
     let stopped = stack.stop().await;
+    traces.shutdown().await;
     if let Some(error) = failed.map(Err).unwrap_or(stopped).err() {
         eprintln!("{NAME}: {error}");
         std::process::exit(1);

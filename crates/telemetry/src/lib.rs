@@ -7,7 +7,9 @@
 //!   heartbeat.
 //! * [`config`]: the flags every service takes (clap, each with `env =`), and
 //!   the exit code 64 for a bad configuration.
-//! * [`logging`]: tracing setup, text or JSON.
+//! * [`logging`]: logging setup, text or JSON, and the span export.
+//! * [`trace`]: distributed tracing: OTLP export, W3C trace context on
+//!   every hop, a span per request served.
 //! * [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! * [`auth`]: bearer tokens from a file, re-read when it changes.
 //! * [`tls`]: TLS for gRPC listeners and clients.
@@ -24,3 +26,4 @@ pub mod sampler;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
+pub mod trace;

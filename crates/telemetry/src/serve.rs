@@ -23,6 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::BearerAuth;
+use crate::trace::ServerSpanLayer;
 use connection::{ConnectionLimits, Registry, TrackedStream, TrackingLayer};
 
 /// How a service is served.
@@ -194,6 +195,7 @@ pub async fn serve_with(
         let server = builder
             .clone()
             .layer(tracking)
+            .layer(ServerSpanLayer)
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move { Ok(server.await?) }));

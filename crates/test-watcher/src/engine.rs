@@ -12,6 +12,7 @@ use automation_proto::v1::{self, RunSummary, WatcherPhase, WatcherStatus, event:
 use automation_telemetry::reporter::Reporter;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::debounce::Debouncer;
 use crate::explain::{self, Excerpt, Explanations};
@@ -374,20 +375,36 @@ impl Engine {
         let done = self.done.clone();
         let token = cancel.clone();
         tracing::info!(run = id, trigger = %request.trigger, "run starting");
-        tokio::spawn(async move {
-            let started_at = SystemTime::now();
-            if let Some(junit) = &junit {
-                // A stale report from an earlier run must not pass for this one.
-                let _ = std::fs::remove_file(junit);
+        let span = tracing::info_span!(
+            "test.run",
+            run = id,
+            trigger = %request.trigger,
+            result = tracing::field::Empty,
+            tests.passed = tracing::field::Empty,
+            tests.failed = tracing::field::Empty,
+        );
+        tokio::spawn(
+            async move {
+                let started_at = SystemTime::now();
+                if let Some(junit) = &junit {
+                    // A stale report from an earlier run must not pass for this one.
+                    let _ = std::fs::remove_file(junit);
+                }
+                let outcome = runner::run(&spec, token).await;
+                let summary = summarize(id, &request, &outcome, junit, started_at, &bridge).await;
+                let span = tracing::Span::current();
+                let result = v1::RunResult::try_from(summary.result).unwrap_or_default();
+                span.record("result", result.as_str_name());
+                span.record("tests.passed", summary.tests_passed);
+                span.record("tests.failed", summary.tests_failed);
+                // A failure to explain keeps the end of its output for the request.
+                let output = explain_output
+                    .filter(|_| explain::wants(&summary))
+                    .and_then(|max| (max > 0).then(|| Excerpt::of(&outcome.output, max)));
+                let _ = done.send(Finished { summary, output }).await;
             }
-            let outcome = runner::run(&spec, token).await;
-            let summary = summarize(id, &request, &outcome, junit, started_at, &bridge).await;
-            // A failure to explain keeps the end of its output for the request.
-            let output = explain_output
-                .filter(|_| explain::wants(&summary))
-                .and_then(|max| (max > 0).then(|| Excerpt::of(&outcome.output, max)));
-            let _ = done.send(Finished { summary, output }).await;
-        });
+            .instrument(span),
+        );
         self.running = Some(Running { cancel });
     }
 

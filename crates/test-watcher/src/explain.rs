@@ -28,6 +28,7 @@ use automation_telemetry::tls::TlsError;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 /// `EXPLAIN_TIMEOUT`'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -191,6 +192,7 @@ impl Client {
                 .metadata_mut()
                 .insert("authorization", authorization.value());
         }
+        automation_telemetry::trace::inject_metadata(request.metadata_mut());
         let mut client = self.client.clone();
         let within = format!("{:?}", self.timeout);
         match tokio::time::timeout(self.timeout, client.chat_completion(request)).await {
@@ -473,46 +475,60 @@ impl Explanations {
             run = summary.run_id,
             "asking the api-gateway to explain the failure"
         );
-        let task = tokio::spawn(async move {
-            let started = Instant::now();
-            let answer = client.chat(request).await;
-            let outcome = if answer.is_ok() {
-                v1::CallOutcome::Ok
-            } else {
-                v1::CallOutcome::Error
-            };
-            if let Some(reporter) = &reporter {
-                reporter.report(v1::event::Payload::GatewayRequest(v1::GatewayRequest {
-                    outcome: outcome as i32,
-                    duration_seconds: started.elapsed().as_secs_f64(),
-                }));
-            }
-            match answer {
-                Ok(response) if response.content.trim().is_empty() => {
-                    let reason = if response.finish_reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (finish reason {:?})", response.finish_reason)
-                    };
-                    summary.explanation_error =
-                        format!("the api-gateway's answer was empty{reason}");
+        let span = tracing::info_span!(
+            "explain",
+            run = summary.run_id,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let task = tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let answer = client.chat(request).await;
+                if let Err(error) = &answer {
+                    let span = tracing::Span::current();
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error", error.as_str());
                 }
-                Ok(response) => {
-                    summary.explanation = cut(response.content.trim(), MAX_EXPLANATION);
+                let outcome = if answer.is_ok() {
+                    v1::CallOutcome::Ok
+                } else {
+                    v1::CallOutcome::Error
+                };
+                if let Some(reporter) = &reporter {
+                    reporter.report(v1::event::Payload::GatewayRequest(v1::GatewayRequest {
+                        outcome: outcome as i32,
+                        duration_seconds: started.elapsed().as_secs_f64(),
+                    }));
                 }
-                Err(error) => summary.explanation_error = cut(&error, MAX_ERROR),
+                match answer {
+                    Ok(response) if response.content.trim().is_empty() => {
+                        let reason = if response.finish_reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (finish reason {:?})", response.finish_reason)
+                        };
+                        summary.explanation_error =
+                            format!("the api-gateway's answer was empty{reason}");
+                    }
+                    Ok(response) => {
+                        summary.explanation = cut(response.content.trim(), MAX_EXPLANATION);
+                    }
+                    Err(error) => summary.explanation_error = cut(&error, MAX_ERROR),
+                }
+                if summary.explanation_error.is_empty() {
+                    tracing::info!(run = summary.run_id, "failure explained");
+                } else {
+                    tracing::warn!(
+                        run = summary.run_id,
+                        error = %summary.explanation_error,
+                        "no explanation of the failure"
+                    );
+                }
+                let _ = updates.send(summary).await;
             }
-            if summary.explanation_error.is_empty() {
-                tracing::info!(run = summary.run_id, "failure explained");
-            } else {
-                tracing::warn!(
-                    run = summary.run_id,
-                    error = %summary.explanation_error,
-                    "no explanation of the failure"
-                );
-            }
-            let _ = updates.send(summary).await;
-        });
+            .instrument(span),
+        );
         self.in_flight = Some(task.abort_handle());
     }
 }

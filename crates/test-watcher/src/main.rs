@@ -13,7 +13,7 @@ const NAME: &str = "test-watcher";
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_or_exit(NAME);
-    logging::init(cli.common.log_format);
+    let traces = logging::init(Some(cli.common.log_format), NAME);
     let instance = cli.common.instance_name();
     let w = &cli.watcher;
     let mut config = Config::new(&instance, w.watch_root.clone());
@@ -55,7 +55,9 @@ async fn main() {
         );
     }
     let listeners = Listeners::bind_or_exit(NAME, cli.grpc_listen, cli.http_listen).await;
-    if let Err(error) = run(config, listeners, shutdown::on_signal(), None).await {
+    let served = run(config, listeners, shutdown::on_signal(), None).await;
+    traces.shutdown().await;
+    if let Err(error) = served {
         eprintln!("{NAME}: {error}");
         std::process::exit(1);
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use automation_proto::v1::{ApiStatus, ChatChunk, ChatResponse};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{Admitted, Class, Refusal, map_failure};
 use crate::tools;
@@ -111,67 +112,71 @@ impl Admitted {
         } = self;
         let send_limit = call.gateway.upstream.config().idle_timeout;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let send = |item: T| sent_within(&tx, item, send_limit);
-            let (mut id, mut model, mut finish) = (String::new(), String::new(), String::new());
-            loop {
-                // A client that goes away ends the call at once (reported
-                // as cancelled when `call` drops), not at the next chunk.
-                let next = tokio::select! {
-                    biased;
-                    () = tx.closed() => return,
-                    next = stream.next() => next,
-                };
-                match next {
-                    Ok(Some(delta)) => {
-                        if id.is_empty() {
-                            id.clone_from(&delta.id);
-                            model.clone_from(&delta.model);
+        let span = call.span.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let send = |item: T| sent_within(&tx, item, send_limit);
+                let (mut id, mut model, mut finish) = (String::new(), String::new(), String::new());
+                loop {
+                    // A client that goes away ends the call at once (reported
+                    // as cancelled when `call` drops), not at the next chunk.
+                    let next = tokio::select! {
+                        biased;
+                        () = tx.closed() => return,
+                        next = stream.next() => next,
+                    };
+                    match next {
+                        Ok(Some(delta)) => {
+                            if id.is_empty() {
+                                id.clone_from(&delta.id);
+                                model.clone_from(&delta.model);
+                            }
+                            if let Some(reason) = delta.finish_reason {
+                                finish = reason;
+                            }
+                            if let Some(usage) = delta.usage {
+                                call.usage = usage;
+                            }
+                            if delta.content.is_empty()
+                                && delta.reasoning_content.is_empty()
+                                && delta.tool_calls.is_empty()
+                            {
+                                continue;
+                            }
+                            let chunk = ChatChunk {
+                                content: delta.content,
+                                reasoning_content: delta.reasoning_content,
+                                tool_calls: delta.tool_calls,
+                                id: id.clone(),
+                                model: model.clone(),
+                                ..ChatChunk::default()
+                            };
+                            if !send(render(Ok(chunk))).await {
+                                return;
+                            }
                         }
-                        if let Some(reason) = delta.finish_reason {
-                            finish = reason;
-                        }
-                        if let Some(usage) = delta.usage {
-                            call.usage = usage;
-                        }
-                        if delta.content.is_empty()
-                            && delta.reasoning_content.is_empty()
-                            && delta.tool_calls.is_empty()
-                        {
-                            continue;
-                        }
-                        let chunk = ChatChunk {
-                            content: delta.content,
-                            reasoning_content: delta.reasoning_content,
-                            tool_calls: delta.tool_calls,
-                            id: id.clone(),
-                            model: model.clone(),
-                            ..ChatChunk::default()
-                        };
-                        if !send(render(Ok(chunk))).await {
+                        Ok(None) => break,
+                        Err(failure) => {
+                            let refusal = call.refuse(map_failure(&failure).0);
+                            let _ = send(render(Err(refusal))).await;
                             return;
                         }
                     }
-                    Ok(None) => break,
-                    Err(failure) => {
-                        let refusal = call.refuse(map_failure(&failure).0);
-                        let _ = send(render(Err(refusal))).await;
-                        return;
-                    }
+                }
+                let last = ChatChunk {
+                    finish_reason: finish,
+                    usage: Some(call.usage()),
+                    id,
+                    model,
+                    ..ChatChunk::default()
+                };
+                if send(render(Ok(last))).await {
+                    call.finish(ApiStatus::Ok, "");
                 }
             }
-            let last = ChatChunk {
-                finish_reason: finish,
-                usage: Some(call.usage()),
-                id,
-                model,
-                ..ChatChunk::default()
-            };
-            if send(render(Ok(last))).await {
-                call.finish(ApiStatus::Ok, "");
-            }
-        });
+            .instrument(span),
+        );
         rx
     }
 }

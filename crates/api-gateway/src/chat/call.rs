@@ -21,6 +21,9 @@ pub(crate) struct Call {
     /// Holds a concurrency slot: not counted in the in-flight figure it
     /// reports, since it is finishing.
     pub(super) holds_slot: bool,
+    /// The call's span (none while tracing is off), parent of its
+    /// upstream attempts; ends when the call does.
+    pub(super) span: tracing::Span,
 }
 
 impl Call {
@@ -36,6 +39,19 @@ impl Call {
             attempts: Attempts::default(),
             reported: false,
             holds_slot: false,
+            span: if automation_telemetry::trace::enabled() {
+                tracing::info_span!(
+                    "chat",
+                    gen_ai.request.model = model,
+                    gateway.status = tracing::field::Empty,
+                    error.kind = tracing::field::Empty,
+                    gen_ai.usage.input_tokens = tracing::field::Empty,
+                    gen_ai.usage.output_tokens = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            },
         }
     }
 
@@ -73,6 +89,29 @@ impl Call {
     pub(super) fn finish(&mut self, status: ApiStatus, error_kind: &str) {
         if std::mem::replace(&mut self.reported, true) {
             return;
+        }
+        self.span.in_scope(|| {
+            tracing::info!(
+                model = %self.model,
+                status = status.as_str_name(),
+                error_kind,
+                attempts = self.attempts.attempts,
+                duration_ms = self.started.elapsed().as_millis() as u64,
+                "chat call finished"
+            );
+        });
+        if !self.span.is_none() {
+            self.span.record("gateway.status", status.as_str_name());
+            if !error_kind.is_empty() {
+                self.span.record("error.kind", error_kind);
+                self.span.record("otel.status_code", "ERROR");
+            }
+            self.span.record(
+                "gen_ai.usage.input_tokens",
+                self.usage.input_cache_hit + self.usage.input_cache_miss,
+            );
+            self.span
+                .record("gen_ai.usage.output_tokens", self.usage.output);
         }
         let Some(reporter) = &self.gateway.reporter else {
             return;

@@ -1,7 +1,9 @@
-//! What both end-to-end tests share: a temporary repository with a failing
+//! What the end-to-end tests share: a temporary repository with a failing
 //! test and a coverage file, the workspace's binaries, and `automationctl`.
 
 #![allow(dead_code)]
+
+pub mod traces;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -9,6 +9,7 @@ use automation_proto::v1::collector_client::CollectorClient;
 use automation_proto::v1::{EventBatch, PushResponse};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
+use tracing::Instrument;
 
 use super::{ReporterConfig, ReporterError};
 use crate::client::{BearerToken, ClientError};
@@ -49,6 +50,17 @@ impl Connection {
 
     /// Starts pushing `batch`; the attempt gives up after the push timeout.
     pub(super) fn push(&self, batch: EventBatch) -> Attempt {
+        let span = if crate::trace::enabled() {
+            tracing::info_span!(
+                "reporter.push",
+                otel.kind = "client",
+                events = batch.events.len(),
+                otel.status_code = tracing::field::Empty,
+                error = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let mut request = Request::new(batch);
         request.set_timeout(self.push_timeout);
         if let Some(authorization) = &self.authorization {
@@ -56,17 +68,27 @@ impl Connection {
                 .metadata_mut()
                 .insert("authorization", authorization.value());
         }
+        span.in_scope(|| crate::trace::inject_metadata(request.metadata_mut()));
         let mut client = self.client.clone();
         let timeout = self.push_timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, client.push(request)).await {
-                Ok(answer) => answer.map(tonic::Response::into_inner),
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                ))),
+        Box::pin(
+            async move {
+                let answer = match tokio::time::timeout(timeout, client.push(request)).await {
+                    Ok(answer) => answer.map(tonic::Response::into_inner),
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no answer within {} ms",
+                        timeout.as_millis()
+                    ))),
+                };
+                if let Err(status) = &answer {
+                    let span = tracing::Span::current();
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error", status.message());
+                }
+                answer
             }
-        })
+            .instrument(span),
+        )
     }
 }
 

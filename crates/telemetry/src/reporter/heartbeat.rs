@@ -58,6 +58,7 @@ pub(super) async fn run(
                 sampler = Some(kept);
                 // Read last, so the count is as fresh as the heartbeat.
                 heartbeat.events_dropped_total = shared.dropped();
+                heartbeat.spans_dropped_total = crate::trace::spans_dropped();
                 shared.report(Payload::Heartbeat(heartbeat));
             }
             Err(error) => tracing::warn!(%error, "sampling for the heartbeat failed"),

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::connection::ConnectionLimits;
+use crate::trace::ServerSpan;
 
 /// Serves `router` on `listener` until `stop`, then lets the open
 /// connections finish their requests.
@@ -60,7 +61,7 @@ pub async fn serve_http(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(
+        let service = ServerSpan::new(router.clone()).map_request(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request

@@ -58,6 +58,7 @@ bench:
 	$(CARGO) bench --locked -p automation-audit-agent --bench audit
 	$(CARGO) bench --locked -p automation-api-gateway --bench gateway
 	$(CARGO) bench --locked -p automation-api-gateway --bench openai_http
+	$(CARGO) bench --locked -p automation-stack --bench tracing
 
 ## Print the collector's metric catalog (JSON).
 catalog:

@@ -60,11 +60,13 @@ AUTH_MOUNT = "/var/run/secrets/automation/auth"
 OPERATOR_LABEL = "automation.example.com/operator-client"
 GATEWAY_CLIENT_LABEL = "automation.example.com/gateway-client"
 # Egress each service may have (DNS, the services it calls, the outside).
+# OTLP (4317, 4318) is the traces' way out to Jaeger (k8s/components/tracing).
+OTLP_OUT = {4317, 4318}
 EGRESS_PORTS = {
-    "collector": {53},
-    "test-watcher": {53, 50051, 50054, 443, 22},
-    "audit-agent": {53, 50051, 443, 22},
-    "api-gateway": {53, 50051, 443},
+    "collector": {53} | OTLP_OUT,
+    "test-watcher": {53, 50051, 50054, 443, 22} | OTLP_OUT,
+    "audit-agent": {53, 50051, 443, 22} | OTLP_OUT,
+    "api-gateway": {53, 50051, 443} | OTLP_OUT,
 }
 POD_SECURITY = {
     "runAsNonRoot": True,

@@ -107,3 +107,14 @@ pub struct GatewayArgs {
     #[arg(long, env = "BALANCE_INTERVAL", value_parser = parse_interval, default_value = "5m")]
     pub balance_interval: Duration,
 }
+
+/// The per-client rate limit from `CLIENT_RATE_LIMIT` (requests per second,
+/// 0 for none) and its burst.
+pub fn client_rate(limit: f64, burst: u32) -> Result<Option<(f64, u32)>, String> {
+    if !(limit.is_finite() && limit >= 0.0) {
+        return Err(format!(
+            "CLIENT_RATE_LIMIT {limit} is not a rate (requests per second, 0 for none)"
+        ));
+    }
+    Ok((limit > 0.0).then_some((limit, burst)))
+}

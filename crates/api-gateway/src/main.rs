@@ -24,15 +24,9 @@ async fn main() {
         .unwrap_or_else(|e| config_error(NAME, e));
     let models = Models::new(&g.deepseek_models, &g.model_prices)
         .unwrap_or_else(|e| config_error(NAME, e.to_string()));
-    if !(g.client_rate_limit.is_finite() && g.client_rate_limit >= 0.0) {
-        config_error(
-            NAME,
-            format!(
-                "CLIENT_RATE_LIMIT {} is not a rate (requests per second, 0 for none)",
-                g.client_rate_limit
-            ),
-        );
-    }
+    let client_rate =
+        automation_api_gateway::config::client_rate(g.client_rate_limit, g.client_rate_burst)
+            .unwrap_or_else(|e| config_error(NAME, e));
     for (name, limit) in [
         ("CONNECT_TIMEOUT", g.connect_timeout),
         ("FIRST_TOKEN_TIMEOUT", g.first_token_timeout),
@@ -61,8 +55,7 @@ async fn main() {
     config.upstream.max_event_bytes = usize::try_from(g.max_sse_event_bytes).unwrap_or(usize::MAX);
     config.max_concurrent = usize::try_from(g.max_concurrent_requests).unwrap_or(usize::MAX);
     config.queue_timeout = g.queue_timeout;
-    config.client_rate =
-        (g.client_rate_limit > 0.0).then_some((g.client_rate_limit, g.client_rate_burst));
+    config.client_rate = client_rate;
     config.circuit = (g.circuit_threshold, g.circuit_cooldown);
     config.upstream_check_interval = g.upstream_check_interval;
     config.balance_interval = g.balance_interval;

@@ -109,10 +109,10 @@ async fn run_command(
     io: &mut Io<'_>,
 ) -> Result<u8, Failure> {
     match command {
-        Command::Status => status::run(global, &connector, io).await,
-        Command::Watcher(command) => watcher::run(global, &connector, command, io).await,
-        Command::Audit(command) => audit::run(global, &connector, command, io).await,
-        Command::Chat(args) => chat::run(global, &connector, args, io).await,
+        Command::Status => status::run(global, connector, io).await,
+        Command::Watcher(command) => watcher::run(global, connector, command, io).await,
+        Command::Audit(command) => audit::run(global, connector, command, io).await,
+        Command::Chat(args) => chat::run(global, connector, args, io).await,
         Command::Metrics => metrics::run(global, io).await,
     }
 }

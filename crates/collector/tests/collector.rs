@@ -50,6 +50,7 @@ fn heartbeat(interval: f64) -> Payload {
             disk_available_bytes: 100_000_000_000,
         }),
         events_dropped_total: 3,
+        spans_dropped_total: 5,
         bridge: Some(v1::BridgeState {
             pending_tasks: 2,
             active_loops: 1,
@@ -323,6 +324,7 @@ async fn every_event_type_becomes_the_catalog_metrics() {
         m.value("automation_reporter_events_dropped_total", &tw),
         3.0
     );
+    assert_eq!(m.value("automation_trace_spans_dropped_total", &tw), 5.0);
     assert_eq!(m.value("automation_component_up", &tw), 1.0);
     assert_eq!(
         m.value("automation_component_info", &with(("version", "1.2.3"))),

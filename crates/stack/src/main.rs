@@ -77,6 +77,10 @@ struct Cli {
     /// variable DEEPSEEK_API_KEY, never a flag); without one the gateway is not ready.
     #[arg(long, env = "DEEPSEEK_API_KEY_FILE")]
     deepseek_api_key_file: Option<PathBuf>,
+    /// The gateway's requests per second per client (peer address); 0 for
+    /// no limit.
+    #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 10.0)]
+    client_rate_limit: f64,
     /// The reporters' heartbeat.
     #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = parse_interval, default_value = "10s")]
     heartbeat_interval: Duration,
@@ -150,6 +154,8 @@ async fn main() {
     watcher.auth = auth.clone();
     audit.auth = auth.clone();
     gateway.auth = auth;
+    gateway.client_rate = automation_api_gateway::config::client_rate(cli.client_rate_limit, 20)
+        .unwrap_or_else(|e| config_error(NAME, e));
     for (delay, grace, connections) in [
         (
             &mut collector.shutdown_delay,

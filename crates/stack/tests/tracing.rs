@@ -3,8 +3,10 @@
 //! both exporting to an in-test OTLP receiver. One chat is one trace from
 //! automationctl through the gateway to the upstream attempt, the same
 //! trace id reaches DeepSeek in `traceparent` and appears in the stack's
-//! JSON logs. An export endpoint that never answers holds no request up,
-//! and the spans it cannot take are counted.
+//! JSON logs. The test-watcher's explanation and every reporter push carry
+//! their traces too, and a caller's `traceparent` at the OpenAI-compatible
+//! door is continued. An export endpoint that never answers holds no
+//! request up, and the spans it cannot take are counted.
 
 mod common;
 
@@ -209,4 +211,99 @@ async fn an_export_endpoint_that_never_answers_holds_no_request_up() {
         },
     )
     .await;
+}
+
+/// The spans of `trace`.
+fn of_trace(spans: &[Received], trace: &str) -> Vec<Received> {
+    spans
+        .iter()
+        .filter(|s| s.trace_id == trace)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explanations_pushes_and_the_openai_door_carry_their_traces() {
+    let repo = repository();
+    let upstream = FakeUpstream::start().await;
+    upstream.record_requests(true);
+    let (receiver, otlp) = TraceReceiver::start().await;
+    let otlp = format!("http://{otlp}");
+    // The watcher runs the failing tests at once and asks for an explanation.
+    let stack = stack(repo.path(), &upstream, &otlp, &[("RUN_ON_START", "true")]).await;
+
+    // A caller of the OpenAI-compatible door with its own trace.
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let body = r#"{"model":"deepseek-chat","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+         traceparent: 00-{trace}-{parent}-01\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut door = tokio::net::TcpStream::connect(stack.gateway_http)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut door, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut door, &mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        answer.lines().next().unwrap_or("")
+    );
+
+    until("the three traces", Duration::from_secs(30), async || {
+        let spans = receiver.spans();
+        let explained = spans.iter().filter(|s| s.name == "explain").any(|e| {
+            of_trace(&spans, &e.trace_id)
+                .iter()
+                .any(|s| s.name == "upstream.attempt")
+        });
+        let pushed = spans.iter().filter(|s| s.name == "reporter.push").any(|p| {
+            spans
+                .iter()
+                .any(|s| s.parent_span_id == p.span_id && s.name == "automation.v1.Collector/Push")
+        });
+        let door = of_trace(&spans, trace)
+            .iter()
+            .any(|s| s.name == "upstream.attempt");
+        (explained && pushed && door, spans.len())
+    })
+    .await;
+
+    // test-watcher → api-gateway: the explanation's trace holds the
+    // gateway's unary call under the explain span.
+    let spans = receiver.spans();
+    let explain = spans
+        .iter()
+        .find(|e| {
+            e.name == "explain"
+                && of_trace(&spans, &e.trace_id)
+                    .iter()
+                    .any(|s| s.name == "upstream.attempt")
+        })
+        .unwrap();
+    let explained = of_trace(&spans, &explain.trace_id);
+    let call = one(&explained, "the gateway's request", |s| {
+        s.name == "automation.v1.ApiGateway/ChatCompletion"
+    });
+    assert_eq!(call.parent_span_id, explain.span_id, "{call:#?}");
+
+    // The OpenAI door continued the caller's trace, and passed it upstream.
+    let continued = of_trace(&spans, trace);
+    let served = one(&continued, "the door's request span", |s| s.name == "POST");
+    assert_eq!(served.parent_span_id, parent, "{served:#?}");
+    assert_eq!(served.attribute("url.path"), Some("/v1/chat/completions"));
+    assert_eq!(served.attribute("http.response.status_code"), Some("200"));
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|r| r.traceparent.starts_with(&format!("00-{trace}-"))),
+        "DeepSeek never saw the caller's trace"
+    );
 }

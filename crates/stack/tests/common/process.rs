@@ -43,13 +43,47 @@ const LISTEN: [&str; 8] = [
 
 impl StackProcess {
     /// Starts `binary` over `root` with `env` (JSON logs, see
-    /// [`Self::log`]) and waits until the gateway is ready.
+    /// [`Self::log`]) and waits until the gateway is ready. The ports are
+    /// free when picked but may be taken before the stack binds them (tests
+    /// run side by side): a stack that exits while starting is started
+    /// again on other ports.
     pub async fn start(
         binary: PathBuf,
         root: &Path,
         upstream: &FakeUpstream,
         env: &[(&str, &str)],
     ) -> Self {
+        for _ in 0..3 {
+            let mut stack = Self::spawn(&binary, root, upstream, env);
+            let ready = stack.gateway_http;
+            let started = until(
+                "the gateway is ready",
+                Duration::from_secs(60),
+                async || {
+                    if let Ok(Some(status)) = stack.child.try_wait() {
+                        return (true, Some(status));
+                    }
+                    let up = tokio::net::TcpStream::connect(ready).await.is_ok()
+                        && http_get(ready, "/ready").await.0 == 200;
+                    (up, None)
+                },
+            )
+            .await;
+            match started {
+                None => return stack,
+                Some(status) => {
+                    let log = stack.log();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    eprintln!(
+                        "the stack exited while starting ({status}); again on other ports: {tail:?}"
+                    );
+                }
+            }
+        }
+        panic!("the stack did not start in three tries");
+    }
+
+    fn spawn(binary: &Path, root: &Path, upstream: &FakeUpstream, env: &[(&str, &str)]) -> Self {
         let files = tempfile::tempdir().unwrap();
         let key = files.path().join("deepseek-key");
         std::fs::write(&key, "sk-stack\n").unwrap();
@@ -78,26 +112,14 @@ impl StackProcess {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(files.path().join("stack.log")).unwrap());
-        let stack = Self {
+        Self {
             child: command.spawn().unwrap(),
             files,
             collector: ports[0],
             collector_http: ports[1],
             gateway: ports[6],
             gateway_http: ports[7],
-        };
-        let ready = stack.gateway_http;
-        until(
-            "the gateway is ready",
-            Duration::from_secs(60),
-            async || {
-                let up = tokio::net::TcpStream::connect(ready).await.is_ok()
-                    && http_get(ready, "/ready").await.0 == 200;
-                (up, ())
-            },
-        )
-        .await;
-        stack
+        }
     }
 
     /// What it has logged so far (stderr: JSON lines).

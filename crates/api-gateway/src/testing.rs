@@ -98,8 +98,10 @@ pub struct Recorded {
     /// The `Authorization` header value, e.g. `Bearer sk-…`; empty when
     /// absent.
     pub authorization: String,
-    /// The W3C `traceparent` header value; empty when absent.
+    /// The W3C `traceparent` and `tracestate` header values; empty when
+    /// absent.
     pub traceparent: String,
+    pub tracestate: String,
     /// The JSON body (`null` when it did not parse).
     pub body: Value,
 }
@@ -551,14 +553,17 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let traceparent = headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             inner.requests.push(Recorded {
                 authorization,
-                traceparent,
+                traceparent: header("traceparent"),
+                tracestate: header("tracestate"),
                 body,
             });
         }

@@ -946,7 +946,7 @@ impl Upstream {
         };
 
         let mut traced = HeaderMap::new();
-        automation_telemetry::trace::inject_headers(&mut traced);
+        upstream_trace_headers(&mut traced);
         let request = self
             .inner
             .client
@@ -1105,12 +1105,25 @@ impl Upstream {
         };
         let start = Instant::now();
         let deadline = start + self.inner.config.total_timeout;
+        let span = if automation_telemetry::trace::enabled() {
+            tracing::info_span!(
+                "upstream.request",
+                otel.kind = "client",
+                url.path = url.path(),
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let mut traced = HeaderMap::new();
+        span.in_scope(|| upstream_trace_headers(&mut traced));
         let request = self
             .inner
             .client
             .get(url.clone())
             .header(AUTHORIZATION, auth)
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            .headers(traced);
         let timeout = || {
             AttemptError::new(
                 FailureKind::Timeout,
@@ -1118,13 +1131,13 @@ impl Upstream {
                 None,
             )
         };
-        let response = match timeout_at(deadline, request.send()).await {
+        let response = match timeout_at(deadline, request.send().instrument(span.clone())).await {
             Err(_) => return Err(timeout().into_failure(attempts)),
             Ok(Err(e)) => return Err(self.send_error(&e, &redactor).into_failure(attempts)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        span.record("http.response.status_code", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             attempts.rate_limited += 1;
         }
@@ -1473,6 +1486,13 @@ fn error_detail(body: &[u8], cut_off: bool, redactor: &Redactor) -> Option<Strin
 }
 
 /// `Retry-After` as delta-seconds (fractions tolerated) or an HTTP date.
+/// The trace context for DeepSeek: `traceparent` only. A caller's
+/// `tracestate` (up to 32 vendor entries it chose) stays inside.
+fn upstream_trace_headers(headers: &mut HeaderMap) {
+    automation_telemetry::trace::inject_headers(headers);
+    headers.remove("tracestate");
+}
+
 /// The span of one upstream attempt (none while tracing is off): its
 /// number and, for a retry, why the previous attempt was retried.
 fn attempt_span(attempts: &Attempts) -> tracing::Span {

@@ -15,6 +15,7 @@ use automation_proto::v1::{
     TaskCounts,
 };
 use automation_telemetry::reporter::Reporter;
+use tracing::Instrument;
 
 use crate::coverage::{self, Coverage, Format};
 use crate::git::{self, GitFacts};
@@ -102,8 +103,16 @@ impl Auditor {
 
     /// Audits once. Never fails as a whole: what could not be read is a
     /// problem in the report, and the rest goes on.
-    #[tracing::instrument(name = "audit", skip(self))]
     pub async fn audit(&self, reason: &str) -> AuditReport {
+        let span = if automation_telemetry::trace::enabled() {
+            tracing::info_span!("audit", reason)
+        } else {
+            tracing::Span::none()
+        };
+        self.audit_once(reason).instrument(span).await
+    }
+
+    async fn audit_once(&self, reason: &str) -> AuditReport {
         let started_at = SystemTime::now();
         let clock = Instant::now();
         let mut problems = Vec::new();
@@ -431,7 +440,6 @@ fn marker_enum(marker: MarkerKind) -> v1::Marker {
 /// Runs `work` (the analysis named `analysis`) on the blocking pool within
 /// `timeout`, in its own span, returning its result (errors as text) and how
 /// long it took.
-#[tracing::instrument(name = "analysis", skip_all, fields(analysis, error))]
 async fn timed<T, E>(
     bridge: &Bridge,
     analysis: &'static str,
@@ -442,14 +450,18 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let span = tracing::Span::current();
-    span.record("analysis", analysis);
+    let span = if automation_telemetry::trace::enabled() {
+        tracing::info_span!("analysis", analysis, error = tracing::field::Empty)
+    } else {
+        tracing::Span::none()
+    };
     let outcome = bridge
         .run_blocking(timeout, move || {
             let clock = Instant::now();
             let result = work().map_err(|e| e.to_string());
             (result, clock.elapsed().as_secs_f64())
         })
+        .instrument(span.clone())
         .await;
     match &outcome {
         Ok((Err(error), _)) => span.record("error", error.as_str()),

@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         // Spans only, no log lines: the command's own output is the report.
         let traces = automation_telemetry::logging::init(None, "automationctl");
         let code = run(cli, &mut io).await;
-        traces.shutdown().await;
+        // The command's spans, unless the tracing backend keeps them
+        // waiting: the command's own answer is already out.
+        traces
+            .shutdown_within(std::time::Duration::from_secs(2))
+            .await;
         code
     }))
 }

@@ -207,6 +207,8 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
         );
         rc.heartbeat_interval = config.heartbeat_interval;
         rc.token_file.clone_from(&config.token_file);
+        // One process: its dropped spans are the gateway's to report.
+        rc.reports_spans_dropped = service == "api-gateway";
         rc
     };
     let (collector, collector_handles) = {

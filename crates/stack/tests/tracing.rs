@@ -237,7 +237,7 @@ async fn explanations_pushes_and_the_openai_door_carry_their_traces() {
     let body = r#"{"model":"deepseek-chat","messages":[{"role":"user","content":"hi"}]}"#;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
-         traceparent: 00-{trace}-{parent}-01\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         traceparent: 00-{trace}-{parent}-01\r\ntracestate: caller=secret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut door = tokio::net::TcpStream::connect(stack.gateway_http)
@@ -299,11 +299,12 @@ async fn explanations_pushes_and_the_openai_door_carry_their_traces() {
     assert_eq!(served.parent_span_id, parent, "{served:#?}");
     assert_eq!(served.attribute("url.path"), Some("/v1/chat/completions"));
     assert_eq!(served.attribute("http.response.status_code"), Some("200"));
-    assert!(
-        upstream
-            .requests()
-            .iter()
-            .any(|r| r.traceparent.starts_with(&format!("00-{trace}-"))),
-        "DeepSeek never saw the caller's trace"
-    );
+    // The caller's trace reached DeepSeek; its tracestate did not.
+    let sent: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.traceparent.starts_with(&format!("00-{trace}-")))
+        .collect();
+    assert_eq!(sent.len(), 1, "DeepSeek never saw the caller's trace");
+    assert_eq!(sent[0].tracestate, "");
 }

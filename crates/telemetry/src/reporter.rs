@@ -113,6 +113,10 @@ pub struct ReporterConfig {
     pub push_timeout: Duration,
     /// How long establishing a connection may take (default 3 s).
     pub connect_timeout: Duration,
+    /// Whether the heartbeat carries the process's count of dropped trace
+    /// spans (default true). Where one process runs several reporters (the
+    /// stack), one of them does, so the count is not multiplied.
+    pub reports_spans_dropped: bool,
 }
 
 impl ReporterConfig {
@@ -139,6 +143,7 @@ impl ReporterConfig {
             retry_max: Duration::from_secs(10),
             push_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            reports_spans_dropped: true,
         }
     }
 }
@@ -299,6 +304,7 @@ impl Reporter {
         );
         let heartbeat = runtime.spawn(heartbeat::run(
             config.heartbeat_interval,
+            config.reports_spans_dropped,
             Arc::clone(&shared),
             live,
             stop.clone(),

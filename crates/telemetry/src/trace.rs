@@ -75,16 +75,21 @@ impl Tracing {
         self.provider.is_some()
     }
 
-    /// Exports the spans still queued and stops; off the async workers,
-    /// since the exporter may need the runtime to make progress meanwhile.
-    pub async fn shutdown(mut self) {
+    /// Exports the spans still queued (within five seconds) and stops.
+    pub async fn shutdown(self) {
+        self.shutdown_within(Duration::from_secs(5)).await;
+    }
+
+    /// Exports the spans still queued and stops, giving up after `limit`
+    /// (a command-line tool should not hang on an unreachable backend).
+    /// Runs off the async workers, since the exporter may need the runtime
+    /// to make progress meanwhile.
+    pub async fn shutdown_within(mut self, limit: Duration) {
         if let Some(provider) = self.provider.take() {
             ENABLED.store(false, Ordering::Relaxed);
-            let stopped = tokio::task::spawn_blocking(move || {
-                provider.shutdown_with_timeout(Duration::from_secs(5))
-            });
-            if let Ok(Ok(Err(error))) = tokio::time::timeout(Duration::from_secs(6), stopped).await
-            {
+            let stopped =
+                tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(limit));
+            if let Ok(Ok(Err(error))) = tokio::time::timeout(limit, stopped).await {
                 tracing::debug!(%error, "the trace exporter did not stop cleanly");
             }
         }

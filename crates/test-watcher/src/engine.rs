@@ -375,14 +375,18 @@ impl Engine {
         let done = self.done.clone();
         let token = cancel.clone();
         tracing::info!(run = id, trigger = %request.trigger, "run starting");
-        let span = tracing::info_span!(
-            "test.run",
-            run = id,
-            trigger = %request.trigger,
-            result = tracing::field::Empty,
-            tests.passed = tracing::field::Empty,
-            tests.failed = tracing::field::Empty,
-        );
+        let span = if automation_telemetry::trace::enabled() {
+            tracing::info_span!(
+                "test.run",
+                run = id,
+                trigger = %request.trigger,
+                result = tracing::field::Empty,
+                tests.passed = tracing::field::Empty,
+                tests.failed = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         tokio::spawn(
             async move {
                 let started_at = SystemTime::now();

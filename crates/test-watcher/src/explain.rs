@@ -475,12 +475,16 @@ impl Explanations {
             run = summary.run_id,
             "asking the api-gateway to explain the failure"
         );
-        let span = tracing::info_span!(
-            "explain",
-            run = summary.run_id,
-            otel.status_code = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
+        let span = if automation_telemetry::trace::enabled() {
+            tracing::info_span!(
+                "explain",
+                run = summary.run_id,
+                otel.status_code = tracing::field::Empty,
+                error = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let task = tokio::spawn(
             async move {
                 let started = Instant::now();

@@ -492,12 +492,15 @@ async fn a_failure_is_explained_on_a_second_message_and_counted() {
 
 #[tokio::test]
 async fn a_gateway_that_is_down_or_too_slow_leaves_an_explanation_error() {
-    // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut w = Watcher::start(None, Some(gateway_config(format!("http://{dead}"))), "tw").await;
+    // A port nothing listens on: port 1 (tcpmux) is privileged and unused,
+    // where a port picked free and released may be taken meanwhile by
+    // another test's server.
+    let mut w = Watcher::start(
+        None,
+        Some(gateway_config("http://127.0.0.1:1".to_owned())),
+        "tw",
+    )
+    .await;
     let failed = w.run_once().await;
     assert_unexplained(&failed);
     let update = w.next_run().await;

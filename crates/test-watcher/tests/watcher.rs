@@ -516,11 +516,9 @@ async fn the_polling_watcher_sees_changes_too() {
 
 #[tokio::test]
 async fn a_missing_collector_shows_as_degraded_not_unready() {
-    // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on (port 1: privileged and unused, never
+    // taken meanwhile by another test's server).
+    let dead = "127.0.0.1:1";
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = http.local_addr().unwrap();
     let root = tempfile::tempdir().unwrap();

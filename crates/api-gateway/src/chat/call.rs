@@ -42,7 +42,7 @@ impl Call {
             span: if automation_telemetry::trace::enabled() {
                 tracing::info_span!(
                     "chat",
-                    gen_ai.request.model = model,
+                    gen_ai.request.model = gateway.models.label(model),
                     gateway.status = tracing::field::Empty,
                     error.kind = tracing::field::Empty,
                     gen_ai.usage.input_tokens = tracing::field::Empty,
@@ -92,7 +92,9 @@ impl Call {
         }
         self.span.in_scope(|| {
             tracing::info!(
-                model = %self.model,
+                // A configured model's name, else "other": the client
+                // chooses the text.
+                model = self.gateway.models.label(&self.model),
                 status = status.as_str_name(),
                 error_kind,
                 attempts = self.attempts.attempts,

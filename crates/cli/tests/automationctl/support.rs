@@ -149,10 +149,11 @@ impl Drop for Live {
     }
 }
 
-/// An address nothing listens on.
+/// An address nothing listens on: port 1 (tcpmux) is privileged and
+/// unused, where a port picked free and released may be taken meanwhile by
+/// another test's server.
 pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], 1))
 }
 
 /// Two fresh loopback listeners for a service.

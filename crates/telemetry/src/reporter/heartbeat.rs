@@ -13,6 +13,7 @@ use crate::sampler::Sampler;
 
 pub(super) async fn run(
     interval: Duration,
+    spans_dropped: bool,
     shared: Arc<Shared>,
     live: Arc<dyn LiveState>,
     stop: CancellationToken,
@@ -58,7 +59,9 @@ pub(super) async fn run(
                 sampler = Some(kept);
                 // Read last, so the count is as fresh as the heartbeat.
                 heartbeat.events_dropped_total = shared.dropped();
-                heartbeat.spans_dropped_total = crate::trace::spans_dropped();
+                if spans_dropped {
+                    heartbeat.spans_dropped_total = crate::trace::spans_dropped();
+                }
                 shared.report(Payload::Heartbeat(heartbeat));
             }
             Err(error) => tracing::warn!(%error, "sampling for the heartbeat failed"),

@@ -18,6 +18,21 @@ const QUIET: [&str; 5] = [
     "/metrics",
 ];
 
+/// The gRPC services served here, whose methods name their spans.
+const KNOWN_GRPC: [&str; 2] = ["/automation.v1.", "/opentelemetry.proto.collector."];
+
+const STANDARD_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
 /// The longest path recorded on a span; a client chooses it.
 const MAX_PATH: usize = 256;
 
@@ -82,9 +97,17 @@ fn span_for<B>(request: &http::Request<B>) -> Span {
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let span = if grpc {
+        // A known service's method names its span; any other path (a
+        // client chooses it) is one name, so the backend's list of
+        // operations stays short.
+        let name = if KNOWN_GRPC.iter().any(|known| path.starts_with(known)) {
+            path.trim_start_matches('/')
+        } else {
+            "grpc unknown method"
+        };
         tracing::info_span!(
             "request",
-            otel.name = path.trim_start_matches('/'),
+            otel.name = name,
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.method = path,
@@ -93,11 +116,19 @@ fn span_for<B>(request: &http::Request<B>) -> Span {
             otel.status_code = Empty,
         )
     } else {
+        // A method outside the standard ones is `_OTHER` (as OpenTelemetry's
+        // conventions say): hyper accepts any token a client makes up.
+        let method = request.method();
+        let method = if STANDARD_METHODS.contains(method) {
+            method.as_str()
+        } else {
+            "_OTHER"
+        };
         tracing::info_span!(
             "request",
-            otel.name = request.method().as_str(),
+            otel.name = method,
             otel.kind = "server",
-            http.request.method = request.method().as_str(),
+            http.request.method = method,
             url.path = path,
             http.response.status_code = Empty,
             otel.status_code = Empty,

@@ -8,8 +8,8 @@
    workspace (`cargo metadata`).
 2. Each final stage runs as a numeric user, exposes the service's gRPC and
    HTTP ports, and its GRPC_LISTEN / HTTP_LISTEN listen on them.
-3. The Rust image is pinned to the workspace's `rust-version` and to the
-   toolchain the CI workflow installs.
+3. The Rust image is pinned to the workspace's `rust-version`, to the
+   toolchain the CI workflow installs and to rust-toolchain.toml's.
 4. The build context that .dockerignore leaves (matched as Docker does:
    patterns anchored at the root, `**`, `!` re-includes, last match wins)
    holds every tracked file of Cargo.toml, Cargo.lock, crates/ and proto/.
@@ -163,6 +163,9 @@ def check_rust_pin(all_stages, rust_version):
     for toolchain in sorted(set(re.findall(r'toolchain:\s*"?([0-9.]+)"?', ci))):
         if not any(t.startswith(f"rust:{toolchain}-") for t in tags):
             problems.append(f"ci.yml installs Rust {toolchain}, the images use {sorted(tags)}")
+    pinned = re.search(r'^channel\s*=\s*"([^"]+)"', (ROOT / "rust-toolchain.toml").read_text(), re.MULTILINE)
+    if not pinned or not any(t.startswith(f"rust:{pinned.group(1)}-") for t in tags):
+        problems.append(f"rust-toolchain.toml pins {pinned.group(1) if pinned else 'no channel'}, the images use {sorted(tags)}")
     return problems
 
 
@@ -258,7 +261,7 @@ def main():
 
     report("Dockerfile.prod: a final stage per service, its binary, user and ports",
            check_stages(all_stages, bins))
-    report(f"Dockerfile.prod: Rust image pinned to rust-version {rust_version} and ci.yml's toolchain",
+    report(f"Dockerfile.prod: Rust image pinned to rust-version {rust_version}, ci.yml's and rust-toolchain.toml's toolchain",
            check_rust_pin(all_stages, rust_version))
     report(".dockerignore keeps everything cargo build needs", check_context())
     report("ci.yml, deploy.yml, k8s/base and the compose file name real stages",

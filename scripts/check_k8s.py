@@ -588,8 +588,16 @@ def policy(overlay, docs):
 
 # ---------------------------------------------------------------- main
 
+KUBECTL_MISSING = ("check_k8s: kubectl not found: install the kubectl package (apt-get install kubectl, from the"
+                   " Kubernetes apt repository pkgs.k8s.io) or put a kubectl binary on PATH; the overlays are"
+                   " rendered with `kubectl kustomize`")
+
+
 def main():
     os.chdir(ROOT)
+    if shutil.which("kubectl") is None:
+        print(KUBECTL_MISSING, file=sys.stderr)
+        return 1
     for overlay in OVERLAYS:
         rendered, err = render(overlay)
         if rendered is None:

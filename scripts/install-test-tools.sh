@@ -36,6 +36,20 @@ for tool in promtool amtool; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool still missing" >&2; exit 1; }
 done
 
+# The Rust toolchain rust-toolchain.toml pins. rustup installs it on first
+# use when it can download; on a machine that cannot, an installed stable
+# of that very version does, linked under the pinned name.
+pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^$pinned-"; then
+  stable_version=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
+  if [[ $stable_version == "$pinned" ]]; then
+    toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+    host=$(rustc +stable -vV | sed -n 's/^host: //p')
+    ln -s "stable-$host" "$toolchains/$pinned-$host"
+    echo "install-test-tools: Rust $pinned is the installed stable: linked as the pinned toolchain"
+  fi
+fi
+
 # PyPI tools, pinned, in the project's own virtual environment.
 VENV=.venv
 if [[ ! -x $VENV/bin/python ]]; then
@@ -43,4 +57,4 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 # Pinned: already-satisfied pins cost no download.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
-command -v kubectl >/dev/null 2>&1 || echo "install-test-tools: kubectl is missing: the manifest checks need it (kubectl kustomize)" >&2
+command -v kubectl >/dev/null 2>&1 || echo "install-test-tools: kubectl is missing: install the kubectl package (apt-get install kubectl, from the Kubernetes apt repository pkgs.k8s.io); the manifest checks need kubectl kustomize" >&2

@@ -6,8 +6,14 @@
   catalog the collector prints (`collector catalog`: the code, not a copy),
   or is a recording rule defined here, or one of Prometheus' own series;
 * every panel expression parses (promtool, as a recording rule);
-* every alert has severity, summary, description, a runbook_url whose page
-  exists, and a `for:` (Watchdog excepted);
+* every alert has severity, summary, description, a `for:` (Watchdog
+  excepted) and a runbook_url of the form
+  '{{ $externalLabels.runbook_base }}<page>.md' whose page exists under
+  docs/runbooks/;
+* the external label `runbook_base` is set, to a .../docs/runbooks/ URL, in
+  prometheus.yml and, with the same value, in the compose file's inline
+  Prometheus configuration; every test group expecting a runbook_url sets it
+  too (promtool takes external labels per test group);
 * every dashboard has a stable uid, a datasource variable, a unit on every
   panel, and `$__rate_interval` in every rate;
 * the Alertmanager checks (monitoring/alertmanager/tests.sh) pass.
@@ -27,6 +33,10 @@ from monitoring_e2e import concrete  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MON = ROOT / "monitoring"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+# Every rule's runbook_url: the base comes from the evaluating Prometheus'
+# external label `runbook_base` (set once in prometheus.yml).
+RUNBOOK_URL = re.compile(r"^\{\{ \$externalLabels\.runbook_base \}\}(?P<page>[a-z0-9][a-z0-9-]*\.md)$")
 PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds",
                   "scrape_samples_scraped", "scrape_series_added", "scrape_samples_post_metric_relabeling"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
@@ -67,6 +77,21 @@ def metric_names(expr):
     return names
 
 
+def runbook_bases():
+    """runbook_base of prometheus.yml and of the compose file's inline config."""
+    prom = yaml.safe_load((MON / "prometheus" / "prometheus.yml").read_text()) or {}
+    base = (prom.get("global") or {}).get("external_labels", {}).get("runbook_base")
+    if not base or not str(base).endswith("/docs/runbooks/"):
+        problem(f"prometheus.yml: external label runbook_base is {base!r}, "
+                "not the URL of the repository's docs/runbooks/ (with the trailing slash)")
+    compose = yaml.safe_load((MON / "docker-compose.monitoring.yml").read_text()) or {}
+    content = compose.get("configs", {}).get("prometheus_config", {}).get("content", "")
+    inline = ((yaml.safe_load(content) or {}).get("global") or {}).get("external_labels", {}).get("runbook_base")
+    if inline != base:
+        problem(f"docker-compose.monitoring.yml: the inline Prometheus configuration's runbook_base is "
+                f"{inline!r}, not prometheus.yml's {base!r}")
+
+
 def main():
     catalog = json.loads(subprocess.run(
         ["cargo", "run", "--quiet", "--locked", "-p", "automation-collector", "--bin", "collector", "--", "catalog"],
@@ -95,11 +120,23 @@ def main():
                     alerts.append((path.name, rule))
                 exprs.append((f"{path.name}: {rule.get('record') or rule.get('alert')}", str(rule["expr"])))
 
+    runbook_bases()
     tested = set()
     for path in test_files:
         for case in (yaml.safe_load(path.read_text()) or {}).get("tests", []):
+            base = (case.get("external_labels") or {}).get("runbook_base")
             for a in case.get("alert_rule_test", []):
                 tested.add((a["alertname"], bool(a.get("exp_alerts"))))
+                for exp in a.get("exp_alerts") or []:
+                    url = (exp.get("exp_annotations") or {}).get("runbook_url")
+                    if url is None:
+                        continue
+                    if not base or not url.startswith(base):
+                        problem(f"{path.name} / {case.get('name')}: expects runbook_url {url!r}, which does "
+                                f"not start with the group's external_labels.runbook_base ({base!r})")
+                    elif not (RUNBOOKS / url[len(base):]).is_file():
+                        problem(f"{path.name} / {case.get('name')}: expects a runbook_url to "
+                                f"docs/runbooks/{url[len(base):]}, which does not exist")
     for source, rule in alerts:
         name = rule["alert"]
         labels, notes = rule.get("labels", {}), rule.get("annotations", {})
@@ -110,9 +147,13 @@ def main():
             problem(f"{source}: {name} has no severity")
         if "for" not in rule and name != "Watchdog":
             problem(f"{source}: {name} has no for:")
-        page = str(notes.get("runbook_url", "")).split("/docs/runbooks/")[-1]
-        if not (ROOT / "docs" / "runbooks" / page).is_file():
-            problem(f"{source}: {name}'s runbook docs/runbooks/{page} does not exist")
+        url = str(notes.get("runbook_url", ""))
+        match = RUNBOOK_URL.match(url)
+        if not match:
+            problem(f"{source}: {name}'s runbook_url {url!r} is not "
+                    "'{{ $externalLabels.runbook_base }}<page>.md'")
+        elif not (RUNBOOKS / match["page"]).is_file():
+            problem(f"{source}: {name}'s runbook docs/runbooks/{match['page']} does not exist")
         if (name, True) not in tested:
             problem(f"{name}: no promtool test case where it fires")
         if (name, False) not in tested and name != "Watchdog":

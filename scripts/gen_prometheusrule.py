@@ -25,6 +25,8 @@ HEADER = """\
 # monitoring/prometheus/rules/*.yml: do not edit; change the rule files and
 # run `.venv/bin/python scripts/gen_prometheusrule.py`.
 # scripts/check_k8s.py fails when this file and the rules drift apart.
+# The runbook_url annotations read the external label `runbook_base`: the
+# Prometheus resource must set it in spec.externalLabels (PRODUCTION_RUNBOOK.md).
 """
 
 

@@ -421,12 +421,18 @@ def main():
                 fail(f"ComponentDown severity is {alert['labels'].get('severity')!r}, not critical")
             if "pagerduty" not in receiver:
                 fail(f"ComponentDown went to {receiver!r}, not the PagerDuty receiver")
+            # runbook_url is '{{ $externalLabels.runbook_base }}<page>.md': the
+            # base is the external label of the configuration Prometheus runs
+            # with (prometheus.yml's, kept by the overlay).
             runbook = alert.get("annotations", {}).get("runbook_url", "")
-            if "component-down" not in runbook:
-                fail(f"ComponentDown runbook_url is {runbook!r}")
-            page = runbook.split("/docs/runbooks/")[-1]
-            if not (ROOT / "docs" / "runbooks" / page).is_file():
-                fail(f"the runbook {page} does not exist")
+            base = ((yaml.safe_load(prom_config.read_text()).get("global") or {})
+                    .get("external_labels") or {}).get("runbook_base")
+            if not base:
+                fail(f"the Prometheus configuration {prom_config} has no external label runbook_base")
+            elif runbook != base + "component-down.md":
+                fail(f"ComponentDown runbook_url is {runbook!r}, not {base + 'component-down.md'!r}")
+            if not (ROOT / "docs" / "runbooks" / "component-down.md").is_file():
+                fail("the runbook docs/runbooks/component-down.md does not exist")
             log(f"ok: ComponentDown arrives at {receiver} with severity, component and runbook_url")
 
         # Restarted: resolved.

@@ -73,6 +73,10 @@ route_test deadman   severity=critical alertname=Watchdog
 # Other alerts of the same severity as the Watchdog do not.
 route_test pagerduty severity=critical alertname=CollectorDown component=collector
 route_test slack     severity=warning  alertname=HighErrorRate component=api-gateway
+# The critical tiers of HighErrorRate and MemoryLeakDetected page.
+route_test pagerduty severity=critical alertname=HighErrorRate component=api-gateway
+route_test pagerduty severity=critical alertname=MemoryLeakDetected component=collector component_instance=collector-0
+route_test slack     severity=warning  alertname=MemoryLeakDetected component=collector component_instance=collector-0
 
 if ((failures > 0)); then
     echo "alertmanager: $failures check(s) failed"

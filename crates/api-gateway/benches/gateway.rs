@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automation_api_gateway::testing::FakeUpstream;
+use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, run};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;

@@ -19,7 +19,6 @@
 //! * `tools`: tool calls passed through, gathered by index.
 //! * [`server`]: the gRPC door and its error mapping; the shared [`Gateway`].
 //! * [`openai`]: the OpenAI-compatible HTTP door and its error mapping.
-//! * [`testing`]: a scriptable fake upstream for tests and benchmarks.
 //!
 //! Run it with `cargo run -p automation-api-gateway --bin api-gateway`; it
 //! listens on gRPC :50054 and HTTP :9403 (`/health`, `/ready`, `/v1/…`).
@@ -33,7 +32,6 @@ pub mod pricing;
 mod redact;
 pub mod server;
 mod sse;
-pub mod testing;
 mod tools;
 pub mod upstream;
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use automation_api_gateway::testing::{
+use automation_testkit::upstream::{
     FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
 };
 use automation_api_gateway::upstream::ApiKey;
-use automation_collector::testing::{Samples, TestCollector, http_get, within};
+use automation_testkit::{Samples, TestCollector, http_get, within};
 use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
 use automation_telemetry::auth::BearerAuth;
 use tonic::Code;

@@ -5,8 +5,8 @@
 
 mod support;
 
-use automation_api_gateway::testing::{FakeUpstream, Reply, answer};
-use automation_collector::testing::{Samples, TestCollector};
+use automation_testkit::upstream::{FakeUpstream, Reply, answer};
+use automation_testkit::{Samples, TestCollector};
 use automation_telemetry::auth::BearerAuth;
 use serde_json::{Value, json};
 use support::{Gateway, KEY, config, openai_sdk, reporting};

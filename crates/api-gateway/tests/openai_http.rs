@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use automation_api_gateway::testing::{FakeUpstream, Reply, Sse, chunk};
+use automation_testkit::upstream::{FakeUpstream, Reply, Sse, chunk};
 use automation_api_gateway::upstream::ApiKey;
-use automation_collector::testing::{Samples, TestCollector, http_get, within};
+use automation_testkit::{Samples, TestCollector, http_get, within};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use automation_api_gateway::Config;
-use automation_api_gateway::testing::{FakeUpstream, Reply, Sse, answer, chunk};
+use automation_testkit::upstream::{FakeUpstream, Reply, Sse, answer, chunk};
 use automation_api_gateway::upstream::ApiKey;
-use automation_collector::testing::within;
+use automation_testkit::within;
 use automation_proto::v1::{ChatMessage, ChatRequest, GetBalanceRequest};
 
 const KEY: &str = "sk-SECRET-7f3a9c1e5b2d4f60";

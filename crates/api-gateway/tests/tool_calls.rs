@@ -8,7 +8,7 @@
 
 mod support;
 
-use automation_api_gateway::testing::{FakeUpstream, answer, tool_calls_answer};
+use automation_testkit::upstream::{FakeUpstream, answer, tool_calls_answer};
 use automation_proto::v1::{
     ChatMessage, ChatRequest, FunctionDefinition, Tool, ToolCall, ToolChoice, tool_choice::Choice,
 };

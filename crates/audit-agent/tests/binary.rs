@@ -281,7 +281,7 @@ fn spawn_agent(repo: &Path, database: &Path, collector: &str, instance: &str) ->
 
 /// Waits until `database` holds more than `reports` reports.
 async fn stored_more_than(database: &Path, reports: u64) {
-    automation_collector::testing::within("an audit stored", async {
+    automation_testkit::within("an audit stored", async {
         while stored(database).0 <= reports {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -290,7 +290,7 @@ async fn stored_more_than(database: &Path, reports: u64) {
 }
 
 /// Sums `name` over every audit-agent instance.
-fn total(m: &automation_collector::testing::Samples, name: &str) -> f64 {
+fn total(m: &automation_testkit::Samples, name: &str) -> f64 {
     m.matching(name, &[("component", "audit-agent")])
         .map(|(_, v)| v)
         .sum()
@@ -302,7 +302,7 @@ fn total(m: &automation_collector::testing::Samples, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_any_moment_loses_and_doubles_nothing_stored() {
     let collector =
-        automation_collector::testing::TestCollector::start(automation_collector::Config::new("c"))
+        automation_testkit::TestCollector::start(automation_collector::Config::new("c"))
             .await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q"]);
@@ -342,7 +342,7 @@ async fn kill_9_at_any_moment_loses_and_doubles_nothing_stored() {
 
     let (reports, commits) = stored(&database);
     assert_eq!(commits, made, "the database counted every commit once");
-    let counted = |m: &automation_collector::testing::Samples| {
+    let counted = |m: &automation_testkit::Samples| {
         (
             total(m, "audit_agent_runs_total") as u64,
             total(m, "audit_agent_git_commits_detected_total") as u64,
@@ -395,7 +395,7 @@ fn outbox(database: &Path) -> Vec<v1::EventBatch> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applied_before_the_crash_is_not_counted_again() {
     let collector =
-        automation_collector::testing::TestCollector::start(automation_collector::Config::new("c"))
+        automation_testkit::TestCollector::start(automation_collector::Config::new("c"))
             .await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q"]);
@@ -422,7 +422,7 @@ async fn a_batch_applied_before_the_crash_is_not_counted_again() {
     }
 
     let agent = spawn_agent(repo.path(), &database, &collector.endpoint(), "crash-a");
-    automation_collector::testing::within("the outbox resent", async {
+    automation_testkit::within("the outbox resent", async {
         while outbox(&database)
             .first()
             .is_some_and(|b| b.sequence <= waiting.last().unwrap().sequence)

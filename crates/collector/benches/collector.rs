@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automation_collector::testing::TestCollector;
+use automation_testkit::TestCollector;
 use automation_collector::{Config, Limits, State, render};
 use automation_proto::v1::{self, event::Payload};
 

@@ -147,9 +147,13 @@ pub fn validate(event: &v1::Event, max_label: usize) -> Result<&Payload, Reject>
                         s.memory_used_bytes,
                         s.memory_total_bytes,
                         s.disk_available_bytes,
+                        s.disk_total_bytes,
                     ],
                     limits::BYTES,
                 )?;
+                if let Some(ratio) = s.cpu_usage_ratio {
+                    number(ratio, 0.0, 1.0)?;
+                }
             }
             if let Some(b) = &h.bridge {
                 counts(&[b.pending_tasks, b.active_loops], limits::COUNT)?;
@@ -285,6 +289,10 @@ pub fn apply(
                 c.mem_used.set(sys.memory_used_bytes as f64);
                 c.mem_total.set(sys.memory_total_bytes as f64);
                 c.disk_available.set(sys.disk_available_bytes as f64);
+                c.disk_total.set(sys.disk_total_bytes as f64);
+                if let Some(ratio) = sys.cpu_usage_ratio {
+                    c.cpu_usage.set(ratio);
+                }
             }
             if let Some(b) = &h.bridge {
                 c.bridge_pending.set(b.pending_tasks as f64);

@@ -204,6 +204,10 @@ pub const VALUE_LIMITS: &[ValueLimit] = &[
         max: limits::CUMULATIVE_COUNT as f64,
     },
     ValueLimit {
+        applies_to: "heartbeat cpu_usage_ratio",
+        max: 1.0,
+    },
+    ValueLimit {
         applies_to: "bytes (memory, disk)",
         max: limits::BYTES as f64,
     },
@@ -386,6 +390,8 @@ pub mod id {
     pub const COL_WINDOWS_EVICTED: usize = 57;
     pub const COL_INSTANCES_EVICTED: usize = 58;
     pub const TRACE_DROPPED: usize = 59;
+    pub const SYS_CPU: usize = 60;
+    pub const SYS_DISK_TOTAL: usize = 61;
 }
 
 /// Every metric, in the order of [`id`].
@@ -732,6 +738,18 @@ pub static METRICS: &[MetricDef] = &[
         "Trace spans the service dropped: its export queue was full or an export failed.",
         NONE,
     ),
+    gauge(
+        "automation_system_cpu_usage_ratio",
+        "ratio",
+        "Share of the service's machine's CPU time in use between its last two heartbeats (0 to 1).",
+        NONE,
+    ),
+    gauge(
+        "automation_system_disk_total_bytes",
+        "bytes",
+        "Size of the disk of the service's working directory.",
+        NONE,
+    ),
 ];
 
 /// The catalog as pretty JSON, for `collector catalog`.
@@ -792,11 +810,13 @@ mod tests {
                 "collector_instances_evicted_total",
             ),
             (id::TRACE_DROPPED, "automation_trace_spans_dropped_total"),
+            (id::SYS_CPU, "automation_system_cpu_usage_ratio"),
+            (id::SYS_DISK_TOTAL, "automation_system_disk_total_bytes"),
         ];
         for (i, name) in expect {
             assert_eq!(METRICS[i].name, name);
         }
-        assert_eq!(METRICS.len(), id::TRACE_DROPPED + 1);
+        assert_eq!(METRICS.len(), id::SYS_DISK_TOTAL + 1);
     }
 
     #[test]

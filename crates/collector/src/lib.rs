@@ -23,7 +23,6 @@ pub mod otlp;
 pub mod render;
 pub mod server;
 pub mod state;
-pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

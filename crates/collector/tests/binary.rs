@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use automation_collector::testing::http_get;
+use automation_testkit::http_get;
 
 const BIN: &str = env!("CARGO_BIN_EXE_collector");
 

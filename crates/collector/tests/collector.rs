@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use automation_collector::testing::{TestCollector, http_get, promtool_check_metrics, within};
+use automation_testkit::{TestCollector, http_get, promtool_check_metrics, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
 use tonic::Code;
@@ -48,6 +48,8 @@ fn heartbeat(interval: f64) -> Payload {
             memory_used_bytes: 4_000_000_000,
             memory_total_bytes: 16_000_000_000,
             disk_available_bytes: 100_000_000_000,
+            cpu_usage_ratio: Some(0.25),
+            disk_total_bytes: 400_000_000_000,
         }),
         events_dropped_total: 3,
         spans_dropped_total: 5,
@@ -320,6 +322,8 @@ async fn every_event_type_becomes_the_catalog_metrics() {
     assert_eq!(m.value("automation_system_memory_used_bytes", &tw), 4e9);
     assert_eq!(m.value("automation_system_memory_total_bytes", &tw), 16e9);
     assert_eq!(m.value("automation_system_disk_available_bytes", &tw), 1e11);
+    assert_eq!(m.value("automation_system_disk_total_bytes", &tw), 4e11);
+    assert_eq!(m.value("automation_system_cpu_usage_ratio", &tw), 0.25);
     assert_eq!(
         m.value("automation_reporter_events_dropped_total", &tw),
         3.0

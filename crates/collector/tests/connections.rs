@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_collector::testing::{TestCollector, within};
+use automation_testkit::{TestCollector, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -299,6 +299,6 @@ async fn half_handshakes_and_idle_http_connections_are_closed() {
     within("a slow request head cut off", closed_by_server(slow)).await;
 
     // The port still serves.
-    let (status, _) = automation_collector::testing::http_get(collector.http, "/health").await;
+    let (status, _) = automation_testkit::http_get(collector.http, "/health").await;
     assert_eq!(status, 200);
 }

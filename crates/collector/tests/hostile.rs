@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use automation_collector::testing::TestCollector;
+use automation_testkit::TestCollector;
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
 
@@ -229,7 +229,7 @@ async fn label_values_that_differ_only_in_escaping_stay_apart_in_a_real_promethe
 
     let prometheus = Prometheus::scraping(collector.http);
     let seen =
-        automation_collector::testing::within("Prometheus to scrape every instance", async {
+        automation_testkit::within("Prometheus to scrape every instance", async {
             loop {
                 let result = prometheus.query("automation_component_up").await;
                 let mut instances: Vec<String> = result
@@ -355,7 +355,7 @@ async fn junk_instances_make_way_for_live_ones() {
 
     // The junk goes quiet: down after the longest silence allowed, however
     // long its interval, and the live pod, still pushing, gets its own series.
-    let m = automation_collector::testing::within("the live pod's own series", async {
+    let m = automation_testkit::within("the live pod's own series", async {
         let mut sequence = 2;
         loop {
             client.push(live(sequence)).await.unwrap();
@@ -406,7 +406,7 @@ async fn concurrent_scrapes_share_one_render() {
     let state = &collector.handles.state;
     let before = state.renders();
     let scrapes =
-        (0..8).map(|_| automation_collector::testing::http_get(collector.http, "/metrics"));
+        (0..8).map(|_| automation_testkit::http_get(collector.http, "/metrics"));
     let answers = futures_join_all(scrapes.collect()).await;
     let renders = state.renders() - before;
     let mut texts = std::collections::HashSet::new();

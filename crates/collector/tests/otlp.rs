@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::{Samples, TestCollector, promtool_check_metrics};
+use automation_testkit::{Samples, TestCollector, promtool_check_metrics};
 
 fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::{Samples, TestCollector, within};
+use automation_testkit::{Samples, TestCollector, within};
 use automation_proto::v1::{self, event::Payload};
 use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterStats};
 use tokio::time::sleep;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::TestCollector;
+use automation_testkit::TestCollector;
 use automation_proto::v1::{self, collector_client::CollectorClient, event::Payload};
 use automation_telemetry::reporter::{Reporter, ReporterConfig};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};

@@ -18,7 +18,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use automation_api_gateway::testing::FakeUpstream;
+use automation_testkit::upstream::FakeUpstream;
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::collector_client::CollectorClient;
 use automation_proto::v1::{self, ChatMessage, ChatRequest, event::Payload};

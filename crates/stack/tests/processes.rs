@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use automation_collector::testing::{Samples, http_get};
+use automation_testkit::{Samples, http_get};
 use common::{binary, free_port, repository, until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

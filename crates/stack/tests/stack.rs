@@ -9,9 +9,9 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use automation_api_gateway::testing::FakeUpstream;
+use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::ApiKey;
-use automation_collector::testing::{Samples, http_get};
+use automation_testkit::{Samples, http_get};
 use automation_stack::{Addresses, StackConfig, start};
 use common::{automationctl, repository, until};
 

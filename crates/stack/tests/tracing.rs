@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use automation_api_gateway::testing::FakeUpstream;
-use automation_collector::testing::{Samples, http_get};
+use automation_testkit::upstream::FakeUpstream;
+use automation_testkit::{Samples, http_get};
 use common::process::StackProcess;
 use common::traces::{Received, TraceReceiver};
 use common::{binary, repository, until};

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use automation_proto::v1::{ProcessStats, SystemStats};
 use sysinfo::{
-    DiskRefreshKind, Disks, MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System,
+    CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Pid, ProcessRefreshKind,
+    ProcessesToUpdate, System,
 };
 
 /// Samples this process and the system it runs on.
@@ -24,6 +25,8 @@ pub struct Sampler {
     /// Index in `disks` of the disk holding the working directory, found once:
     /// mounts do not move under a running service.
     disk: Option<usize>,
+    /// Whether the CPU figures were refreshed once already.
+    cpu_baseline: bool,
 }
 
 impl Sampler {
@@ -49,6 +52,7 @@ impl Sampler {
             pid,
             disks,
             disk,
+            cpu_baseline: false,
         }
     }
 
@@ -77,12 +81,20 @@ impl Sampler {
             system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
             system_stats.memory_used_bytes = system.used_memory();
             system_stats.memory_total_bytes = system.total_memory();
+            // CPU usage is measured between two refreshes: the first one
+            // only sets the baseline.
+            system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
+            if std::mem::replace(&mut self.cpu_baseline, true) {
+                let percent = f64::from(system.global_cpu_usage());
+                system_stats.cpu_usage_ratio = Some((percent / 100.0).clamp(0.0, 1.0));
+            }
         }
         if let (Some(disks), Some(index)) = (&mut self.disks, self.disk)
             && let Some(disk) = disks.get_mut(index)
         {
             disk.refresh_specifics(DiskRefreshKind::nothing().with_storage());
             system_stats.disk_available_bytes = disk.available_space();
+            system_stats.disk_total_bytes = disk.total_space();
         }
         (process, system_stats)
     }
@@ -135,8 +147,22 @@ mod tests {
         assert!(system.disk_available_bytes > 0, "{system:?}");
 
         // Later samples keep working and CPU time never goes back.
-        let (again, _) = sampler.sample();
+        assert!(
+            system.disk_total_bytes >= system.disk_available_bytes,
+            "{system:?}"
+        );
+        // No CPU figure before there is an interval to measure over.
+        assert_eq!(system.cpu_usage_ratio, None);
+
+        // This thread keeps a core busy meanwhile: some CPU is in use.
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL * 2 {
+            std::hint::black_box((0..1000u64).sum::<u64>());
+        }
+        let (again, system) = sampler.sample();
         assert!(again.cpu_seconds_total >= process.cpu_seconds_total);
+        let cpu = system.cpu_usage_ratio.expect("a CPU figure the second time");
+        assert!(cpu > 0.0 && cpu <= 1.0, "{cpu}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automation_collector::testing::{TestCollector, within};
+use automation_testkit::{TestCollector, within};
 use automation_proto::v1::api_gateway_server::{ApiGateway, ApiGatewayServer};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, ChatRequest, ChatResponse, RunResult, RunSummary};

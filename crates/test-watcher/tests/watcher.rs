@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_collector::testing::{TestCollector, within};
+use automation_testkit::{TestCollector, within};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, RunResult, RunSummary};
 use automation_telemetry::reporter::ReporterConfig;
@@ -541,7 +541,7 @@ async fn a_missing_collector_shows_as_degraded_not_unready() {
     let body = within("degraded", async {
         loop {
             handles.health.check_now().await;
-            let (status, body) = automation_collector::testing::http_get(admin, "/ready").await;
+            let (status, body) = automation_testkit::http_get(admin, "/ready").await;
             assert_eq!(
                 status, 200,
                 "a dead collector must not make the watcher unready: {body}"

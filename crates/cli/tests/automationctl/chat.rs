@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use automation_api_gateway::testing::{
+use automation_testkit::upstream::{
     FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
 };
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_collector::testing::TestCollector;
+use automation_testkit::TestCollector;
 use automation_proto::v1::{self, event::Payload};
 
 use crate::support::{automationctl, closed_port};

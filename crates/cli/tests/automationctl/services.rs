@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use automation_api_gateway::testing::FakeUpstream;
+use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::ApiKey;
-use automation_collector::testing::within;
+use automation_testkit::within;
 use automation_telemetry::auth::BearerAuth;
-use tokio_util::sync::CancellationToken;
+use automation_testkit::service::start;
 
-use crate::support::{Running, listeners};
+use crate::support::Running;
 
 /// An audit-agent on `repo` that audits on request only.
 pub async fn audit_agent(repo: &Path, database: &Path, auth: BearerAuth) -> Running {
@@ -19,18 +19,13 @@ pub async fn audit_agent(repo: &Path, database: &Path, auth: BearerAuth) -> Runn
     config.audit_on_start = false;
     config.shutdown_delay = Duration::ZERO;
     config.auth = auth;
-    let (listeners, addr) = listeners().await;
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(automation_audit_agent::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        Some(tx),
-    ));
-    let handles = rx.await.expect("the audit-agent starts");
-    within("audit-agent ready", handles.health.wait_ready()).await;
-    Running::new(addr, shutdown)
+    let service = start(|listeners, shutdown, tx| {
+        automation_audit_agent::run(config, listeners, shutdown, Some(tx))
+    })
+    .await
+    .expect("the audit-agent starts");
+    within("audit-agent ready", service.handles.health.wait_ready()).await;
+    Running::of(service)
 }
 
 /// An api-gateway in front of `upstream`.
@@ -42,18 +37,13 @@ pub async fn gateway(upstream: &FakeUpstream) -> Running {
     );
     config.shutdown_delay = Duration::ZERO;
     config.client_rate = None;
-    let (listeners, addr) = listeners().await;
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(automation_api_gateway::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        Some(tx),
-    ));
-    let handles = rx.await.expect("the gateway starts");
-    within("api-gateway ready", handles.health.wait_ready()).await;
-    Running::new(addr, shutdown)
+    let service = start(|listeners, shutdown, tx| {
+        automation_api_gateway::run(config, listeners, shutdown, Some(tx))
+    })
+    .await
+    .expect("the gateway starts");
+    within("api-gateway ready", service.handles.health.wait_ready()).await;
+    Running::of(service)
 }
 
 /// A test-watcher on `root` whose test command is `command`.
@@ -62,16 +52,11 @@ pub async fn test_watcher(root: &Path, command: &str) -> Running {
     config.engine.command = command.to_owned();
     config.shutdown_delay = Duration::ZERO;
     config.engine.kill_grace = Duration::from_millis(200);
-    let (listeners, addr) = listeners().await;
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(automation_test_watcher::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        Some(tx),
-    ));
-    let handles = rx.await.expect("the test-watcher starts");
-    within("test-watcher ready", handles.health.wait_ready()).await;
-    Running::new(addr, shutdown)
+    let service = start(|listeners, shutdown, tx| {
+        automation_test_watcher::run(config, listeners, shutdown, Some(tx))
+    })
+    .await
+    .expect("the test-watcher starts");
+    within("test-watcher ready", service.handles.health.wait_ready()).await;
+    Running::of(service)
 }

@@ -3,14 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use automation_telemetry::serve::Listeners;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+pub use automation_testkit::git::Repo;
+use automation_testkit::service::Service;
 
 /// The longest any one run of the binary may take in a test.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -156,86 +154,20 @@ pub fn closed_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1))
 }
 
-/// Two fresh loopback listeners for a service.
-pub async fn listeners() -> (Listeners, SocketAddr) {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-    let addr = grpc.local_addr().expect("addr");
-    (Listeners { grpc, http }, addr)
-}
-
-/// A service task and the token that stops it.
+/// A service started for a test, stopped when dropped.
 pub struct Running {
     pub endpoint: String,
     pub addr: SocketAddr,
-    shutdown: CancellationToken,
+    _service: Box<dyn std::any::Any + Send>,
 }
 
 impl Running {
-    pub fn new(addr: SocketAddr, shutdown: CancellationToken) -> Self {
+    /// Keeps `service` running as long as this lives.
+    pub fn of<H: Send + 'static, E: std::fmt::Debug + Send + 'static>(service: Service<H, E>) -> Self {
         Self {
-            endpoint: format!("http://{addr}"),
-            addr,
-            shutdown,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// A git repository in a temporary folder, made with the git CLI.
-pub struct Repo {
-    pub dir: tempfile::TempDir,
-    commits: u32,
-}
-
-impl Repo {
-    pub fn new() -> Self {
-        let repo = Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-            commits: 0,
-        };
-        repo.git(&["init", "-q", "-b", "main"]);
-        repo.git(&["config", "user.email", "cli@example.test"]);
-        repo.git(&["config", "user.name", "CLI Test"]);
-        repo.git(&["config", "commit.gpgsign", "false"]);
-        repo
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn git(&self, args: &[&str]) {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn write(&self, relative: &str, text: &str) {
-        let path = self.path().join(relative);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
-
-    /// Adds `n` commits.
-    pub fn commit(&mut self, n: u32) {
-        for _ in 0..n {
-            self.commits += 1;
-            self.write("log.txt", &format!("change {}\n", self.commits));
-            self.git(&["add", "-A"]);
-            self.git(&["commit", "-q", "-m", &format!("change {}", self.commits)]);
+            endpoint: service.endpoint(),
+            addr: service.grpc,
+            _service: Box::new(service),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use automation_api_gateway::testing::FakeUpstream;
-use automation_collector::testing::http_get;
+use automation_testkit::upstream::FakeUpstream;
+use automation_testkit::http_get;
 
 use super::{free_port, until};
 

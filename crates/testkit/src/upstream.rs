@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::tools::{self, Gathered};
 
 /// The completion id of every fake chunk.
 pub const FAKE_ID: &str = "chatcmpl-fake";
@@ -284,7 +283,7 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
     let mut reasoning = String::new();
     let mut finish = Value::Null;
     let mut usage = Value::Null;
-    let mut tool_calls = Gathered::default();
+    let mut tool_calls = ToolCalls::default();
     let flush = |buffer: &mut Vec<u8>, segments: &mut Vec<Segment>| {
         if !buffer.is_empty() {
             segments.push(Segment::Bytes(Bytes::from(std::mem::take(buffer))));
@@ -300,9 +299,7 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
                     let text = |ptr: &str| choice.pointer(ptr).and_then(Value::as_str);
                     content.push_str(text("/delta/content").unwrap_or_default());
                     reasoning.push_str(text("/delta/reasoning_content").unwrap_or_default());
-                    for piece in tools::parse_deltas(choice.get("delta")) {
-                        tool_calls.add(piece);
-                    }
+                    tool_calls.add(choice.get("delta"));
                     if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
                         finish = reason.clone();
                     }
@@ -336,9 +333,9 @@ fn prepare_stream(items: &[Sse]) -> Prepared {
     if !reasoning.is_empty() {
         message["reasoning_content"] = Value::String(reasoning);
     }
-    let tool_calls = tool_calls.into_calls();
+    let tool_calls = tool_calls.into_json();
     if !tool_calls.is_empty() {
-        message["tool_calls"] = tool_calls.iter().map(tools::call_json).collect();
+        message["tool_calls"] = Value::Array(tool_calls);
     }
     let aggregate = json!({
         "id": FAKE_ID,
@@ -749,5 +746,47 @@ mod tests {
                 "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}])
         );
         assert_eq!(value["choices"][0]["finish_reason"], json!("tool_calls"));
+    }
+}
+
+/// Tool-call pieces gathered by index into whole calls, the way a
+/// non-streamed answer shows them: the id, type and name a piece carries
+/// are set, its arguments appended.
+#[derive(Debug, Default)]
+struct ToolCalls(std::collections::BTreeMap<u64, Value>);
+
+impl ToolCalls {
+    fn add(&mut self, delta: Option<&Value>) {
+        let pieces = delta
+            .and_then(|d| d.get("tool_calls"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (position, piece) in pieces.enumerate() {
+            let index = piece
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            let call = self.0.entry(index).or_insert_with(|| {
+                json!({ "id": "", "type": "function", "function": { "name": "", "arguments": "" } })
+            });
+            let text = |pointer: &str| piece.pointer(pointer).and_then(Value::as_str);
+            for (pointer, field) in [("/id", "/id"), ("/type", "/type"), ("/function/name", "/function/name")] {
+                if let Some(value) = text(pointer).filter(|v| !v.is_empty()) {
+                    if let Some(slot) = call.pointer_mut(field) {
+                        *slot = value.into();
+                    }
+                }
+            }
+            if let Some(more) = text("/function/arguments") {
+                if let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments") {
+                    arguments.push_str(more);
+                }
+            }
+        }
+    }
+
+    fn into_json(self) -> Vec<Value> {
+        self.0.into_values().collect()
     }
 }

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, run};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{ChatMessage, ChatRequest};
 use automation_telemetry::serve::Listeners;
+use automation_testkit::upstream::FakeUpstream;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;

@@ -17,10 +17,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, run};
 use automation_telemetry::serve::Listeners;
+use automation_testkit::upstream::FakeUpstream;
 use http_body::Body as _;
 use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use automation_api_gateway::upstream::ApiKey;
+use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
+use automation_telemetry::auth::BearerAuth;
 use automation_testkit::upstream::{
     FakeUpstream, Reply, Sse, answer, chunk, finish_chunk, reasoning_chunk, usage_chunk,
 };
-use automation_api_gateway::upstream::ApiKey;
 use automation_testkit::{Samples, TestCollector, http_get, within};
-use automation_proto::v1::{self, ChatChunk, ChatMessage, ChatRequest};
-use automation_telemetry::auth::BearerAuth;
 use tonic::Code;
 use tonic::transport::Channel;
 

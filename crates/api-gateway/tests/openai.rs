@@ -5,9 +5,9 @@
 
 mod support;
 
+use automation_telemetry::auth::BearerAuth;
 use automation_testkit::upstream::{FakeUpstream, Reply, answer};
 use automation_testkit::{Samples, TestCollector};
-use automation_telemetry::auth::BearerAuth;
 use serde_json::{Value, json};
 use support::{Gateway, KEY, config, openai_sdk, reporting};
 

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use automation_testkit::upstream::{FakeUpstream, Reply, Sse, chunk};
 use automation_api_gateway::upstream::ApiKey;
+use automation_testkit::upstream::{FakeUpstream, Reply, Sse, chunk};
 use automation_testkit::{Samples, TestCollector, http_get, within};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use automation_api_gateway::Config;
-use automation_testkit::upstream::{FakeUpstream, Reply, Sse, answer, chunk};
 use automation_api_gateway::upstream::ApiKey;
-use automation_testkit::within;
 use automation_proto::v1::{ChatMessage, ChatRequest, GetBalanceRequest};
+use automation_testkit::upstream::{FakeUpstream, Reply, Sse, answer, chunk};
+use automation_testkit::within;
 
 const KEY: &str = "sk-SECRET-7f3a9c1e5b2d4f60";
 

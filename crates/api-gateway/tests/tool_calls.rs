@@ -8,10 +8,10 @@
 
 mod support;
 
-use automation_testkit::upstream::{FakeUpstream, answer, tool_calls_answer};
 use automation_proto::v1::{
     ChatMessage, ChatRequest, FunctionDefinition, Tool, ToolCall, ToolChoice, tool_choice::Choice,
 };
+use automation_testkit::upstream::{FakeUpstream, answer, tool_calls_answer};
 use serde_json::json;
 use support::{Gateway, KEY, config, openai_sdk};
 

@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use automation_audit_agent::{Config, Handles, run};
-use automation_testkit::{Samples, TestCollector, http_get, within};
 use automation_proto::v1::audit_agent_client::AuditAgentClient;
 use automation_proto::v1::{self, AuditReport, AuditResult, Marker};
 use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
+use automation_testkit::{Samples, TestCollector, http_get, within};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;

@@ -302,8 +302,7 @@ fn total(m: &automation_testkit::Samples, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_any_moment_loses_and_doubles_nothing_stored() {
     let collector =
-        automation_testkit::TestCollector::start(automation_collector::Config::new("c"))
-            .await;
+        automation_testkit::TestCollector::start(automation_collector::Config::new("c")).await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q"]);
     let dir = tempfile::tempdir().unwrap();
@@ -395,8 +394,7 @@ fn outbox(database: &Path) -> Vec<v1::EventBatch> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applied_before_the_crash_is_not_counted_again() {
     let collector =
-        automation_testkit::TestCollector::start(automation_collector::Config::new("c"))
-            .await;
+        automation_testkit::TestCollector::start(automation_collector::Config::new("c")).await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q"]);
     commit(repo.path(), 4);

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automation_testkit::TestCollector;
 use automation_collector::{Config, Limits, State, render};
 use automation_proto::v1::{self, event::Payload};
+use automation_testkit::TestCollector;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -250,6 +250,30 @@ fn non_empty(v: &str) -> &str {
     if v.is_empty() { "unknown" } else { v }
 }
 
+/// Positions of the `outcome` values of `test_watcher_tests_run_total`
+/// ([`catalog::TEST_OUTCOMES`]).
+mod outcome {
+    pub const PASSED: usize = 0;
+    pub const FAILED: usize = 1;
+    pub const IGNORED: usize = 2;
+}
+
+/// Positions of the `state` values of `audit_agent_tasks`
+/// ([`catalog::TASK_STATES`]).
+mod task_state {
+    pub const DONE: usize = 0;
+    pub const IN_PROGRESS: usize = 1;
+    pub const PLANNED: usize = 2;
+}
+
+/// Positions of the `type` values of `deepseek_api_tokens_used_total`
+/// ([`catalog::TOKEN_TYPES`]).
+mod token_type {
+    pub const INPUT_CACHE_HIT: usize = 0;
+    pub const INPUT_CACHE_MISS: usize = 1;
+    pub const OUTPUT: usize = 2;
+}
+
 /// Applies a valid event of `incarnation` to `inst`.
 pub fn apply(
     inst: &Instance,
@@ -258,190 +282,226 @@ pub fn apply(
     payload: &Payload,
     now: Instant,
 ) {
-    let s = &inst.series;
     match payload {
-        Payload::Heartbeat(h) => {
-            {
-                let mut live = inst.liveness();
-                live.interval = std::time::Duration::from_secs_f64(h.interval_seconds);
-            }
-            let c = inst.process();
-            let mut incarnations = inst.incarnations();
-            let state = incarnations.entry(incarnation).or_default();
-            state.last_seen = Some(now);
-            if let Some(p) = &h.process {
-                c.rss.set(p.resident_memory_bytes as f64);
-                c.fds.set(p.open_fds as f64);
-                c.start_time.set(p.start_time_seconds);
-                let whole = p.cpu_seconds_total.floor() as u64;
-                c.cpu
-                    .increment(whole.saturating_sub(state.cpu_whole_seconds));
-                state.cpu_whole_seconds = state.cpu_whole_seconds.max(whole);
-            }
-            c.dropped
-                .increment(h.events_dropped_total.saturating_sub(state.dropped_events));
-            state.dropped_events = state.dropped_events.max(h.events_dropped_total);
-            c.spans_dropped
-                .increment(h.spans_dropped_total.saturating_sub(state.dropped_spans));
-            state.dropped_spans = state.dropped_spans.max(h.spans_dropped_total);
-            drop(incarnations);
-            if let Some(sys) = &h.system {
-                c.mem_used.set(sys.memory_used_bytes as f64);
-                c.mem_total.set(sys.memory_total_bytes as f64);
-                c.disk_available.set(sys.disk_available_bytes as f64);
-                c.disk_total.set(sys.disk_total_bytes as f64);
-                if let Some(ratio) = sys.cpu_usage_ratio {
-                    c.cpu_usage.set(ratio);
-                }
-            }
-            if let Some(b) = &h.bridge {
-                c.bridge_pending.set(b.pending_tasks as f64);
-                c.bridge_loops.set(b.active_loops as f64);
-            }
-            if let Some(w) = &h.watcher {
-                inst.watcher()
-                    .changed_files
-                    .set(w.changed_files_pending as f64);
-            }
-            if let Some(g) = &h.gateway {
-                let gw = inst.gateway();
-                gw.in_flight.set(g.in_flight_requests as f64);
-                gw.circuit_open.set(if g.circuit_open { 1.0 } else { 0.0 });
-                for b in &g.balances {
-                    let currency = non_empty(&b.currency);
-                    gw.balance
-                        .get(s, currency, |cur| {
-                            s.register(id::API_BALANCE, &[("currency", cur)])
-                        })
-                        .set(b.amount);
-                }
-            }
-        }
-        Payload::FileChanges(f) => {
-            let w = inst.watcher();
-            w.files_processed.increment(f.files_processed);
-            if let Some(d) = f.debounce_seconds {
-                w.debounce_duration.record(d);
-            }
-            if let Some(d) = f.processing_seconds {
-                w.processing_duration.record(d);
-            }
-            w.changed_files.set(f.changed_files_pending as f64);
-        }
-        Payload::TestRun(t) => {
-            let w = inst.watcher();
-            w.runs.at(s, t.result).increment(1);
-            w.tests_run.nth(0).increment(t.tests_passed);
-            w.tests_run.nth(1).increment(t.tests_failed);
-            w.tests_run.nth(2).increment(t.tests_ignored);
-            w.execution_duration.record(t.duration_seconds);
-            w.memory.set(t.peak_rss_bytes as f64);
-            w.last_run.set(event_time(event));
-        }
-        Payload::GatewayRequest(g) => {
-            inst.watcher().api_calls.at(s, g.outcome).increment(1);
-        }
-        Payload::AuditRun(a) => {
-            let m = inst.audit();
-            m.runs.at(s, a.result).increment(1);
-            m.run_duration.record(a.duration_seconds);
-            for t in &a.analyses {
-                m.analysis_duration
-                    .at(s, t.analysis)
-                    .record(t.duration_seconds);
-            }
-            m.commits.increment(a.new_commits);
-            if a.history_rewritten {
-                m.rewrites.increment(1);
-            }
-            for found in &a.newly_completed {
-                m.markers_found.at(s, found.marker).increment(found.count);
-            }
-            // Absent while unknown: hidden rather than left at a stale value.
-            let coverage = catalog::METRICS[id::AA_COVERAGE].name;
-            match a.coverage_percent {
-                Some(pct) => {
-                    m.coverage
-                        .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
-                        .set(pct);
-                    inst.show(coverage);
-                }
-                None => inst.hide(coverage),
-            }
-            m.tasks.nth(0).set(a.tasks_done as f64);
-            m.tasks.nth(1).set(a.tasks_in_progress as f64);
-            m.tasks.nth(2).set(a.tasks_planned as f64);
-            m.active_tasks.set(a.tasks_in_progress as f64);
-            m.last_run.set(event_time(event));
-        }
-        Payload::ApiCall(call) => {
-            let gw = inst.gateway();
-            let model = gw.model(s, non_empty(&call.model));
-            model.calls.at(s, call.status).increment(1);
-            model.duration.record(call.duration_seconds);
-            model.response_time.set(call.duration_seconds);
-            if let Some(ttft) = call.time_to_first_token_seconds {
-                model.ttft.record(ttft);
-            }
-            model.tokens.nth(0).increment(call.input_cache_hit_tokens);
-            model.tokens.nth(1).increment(call.input_cache_miss_tokens);
-            model.tokens.nth(2).increment(call.output_tokens);
-            model.reasoning_tokens.increment(call.reasoning_tokens);
-            for reason in &call.retries {
-                model.retries.at(s, *reason).increment(1);
-            }
-            model
-                .rate_limits
-                .increment(u64::from(call.rate_limited_responses));
-            if let Some(cost) = call.cost_usd {
-                model.cost.record(cost);
-            }
-            if !call.error_kind.is_empty() {
-                gateway_error(inst, &model.name, &call.error_kind);
-            }
-            gw.in_flight.set(call.in_flight_requests as f64);
-        }
-        Payload::BridgeCall(b) => {
-            let c = inst.process();
-            c.bridge_calls.at(s, b.direction).increment(1);
-            match v1::BridgeOutcome::try_from(b.outcome) {
-                Ok(v1::BridgeOutcome::Error | v1::BridgeOutcome::Panic) => {
-                    c.bridge_errors.at(s, b.direction).increment(1);
-                }
-                Ok(v1::BridgeOutcome::Timeout) => {
-                    c.bridge_timeouts.at(s, b.direction).increment(1);
-                }
-                _ => {}
-            }
-            c.bridge_duration
-                .at(s, b.direction)
-                .record(b.duration_seconds);
-            c.bridge_pending.set(b.pending_tasks as f64);
-            c.bridge_loops.set(b.active_loops as f64);
-        }
-        Payload::Error(e) => {
-            let kind = non_empty(&e.kind);
-            match inst.component.as_str() {
-                "test-watcher" => count_kind(inst, &inst.watcher().errors, id::TW_ERRORS, kind),
-                "audit-agent" => count_kind(inst, &inst.audit().errors, id::AA_ERRORS, kind),
-                "api-gateway" => {
-                    let model = inst.gateway().model(s, non_empty(&e.model));
-                    gateway_error(inst, &model.name, kind);
-                }
-                // Components without an error metric: the event is counted
-                // as received and logged, which is all there is to do.
-                _ => {
-                    tracing::debug!(component = %inst.component, instance = %inst.name, kind, "component error")
-                }
-            }
-        }
-        Payload::Goodbye(_) => {
-            let mut live = inst.liveness();
-            live.presence = Presence::Stopped { since: now };
-            inst.common.up.set(0.0);
-            inst.common.stopped.set(1.0);
+        Payload::Heartbeat(h) => apply_heartbeat(inst, incarnation, h, now),
+        Payload::FileChanges(f) => apply_file_changes(inst, f),
+        Payload::TestRun(t) => apply_test_run(inst, event, t),
+        Payload::GatewayRequest(g) => apply_gateway_request(inst, g),
+        Payload::AuditRun(a) => apply_audit_run(inst, event, a),
+        Payload::ApiCall(call) => apply_api_call(inst, call),
+        Payload::BridgeCall(b) => apply_bridge_call(inst, b),
+        Payload::Error(e) => apply_error(inst, e),
+        Payload::Goodbye(_) => apply_goodbye(inst, now),
+    }
+}
+
+fn apply_heartbeat(inst: &Instance, incarnation: u64, h: &v1::Heartbeat, now: Instant) {
+    let s = &inst.series;
+    {
+        let mut live = inst.liveness();
+        live.interval = std::time::Duration::from_secs_f64(h.interval_seconds);
+    }
+    let c = inst.process();
+    let mut incarnations = inst.incarnations();
+    let state = incarnations.entry(incarnation).or_default();
+    state.last_seen = Some(now);
+    if let Some(p) = &h.process {
+        c.rss.set(p.resident_memory_bytes as f64);
+        c.fds.set(p.open_fds as f64);
+        c.start_time.set(p.start_time_seconds);
+        let whole = p.cpu_seconds_total.floor() as u64;
+        c.cpu
+            .increment(whole.saturating_sub(state.cpu_whole_seconds));
+        state.cpu_whole_seconds = state.cpu_whole_seconds.max(whole);
+    }
+    c.dropped
+        .increment(h.events_dropped_total.saturating_sub(state.dropped_events));
+    state.dropped_events = state.dropped_events.max(h.events_dropped_total);
+    c.spans_dropped
+        .increment(h.spans_dropped_total.saturating_sub(state.dropped_spans));
+    state.dropped_spans = state.dropped_spans.max(h.spans_dropped_total);
+    drop(incarnations);
+    if let Some(sys) = &h.system {
+        c.mem_used.set(sys.memory_used_bytes as f64);
+        c.mem_total.set(sys.memory_total_bytes as f64);
+        c.disk_available.set(sys.disk_available_bytes as f64);
+        c.disk_total.set(sys.disk_total_bytes as f64);
+        if let Some(ratio) = sys.cpu_usage_ratio {
+            c.cpu_usage.set(ratio);
         }
     }
+    if let Some(b) = &h.bridge {
+        c.bridge_pending.set(b.pending_tasks as f64);
+        c.bridge_loops.set(b.active_loops as f64);
+    }
+    if let Some(w) = &h.watcher {
+        inst.watcher()
+            .changed_files
+            .set(w.changed_files_pending as f64);
+    }
+    if let Some(g) = &h.gateway {
+        let gw = inst.gateway();
+        gw.in_flight.set(g.in_flight_requests as f64);
+        gw.circuit_open.set(if g.circuit_open { 1.0 } else { 0.0 });
+        for b in &g.balances {
+            let currency = non_empty(&b.currency);
+            gw.balance
+                .get(s, currency, |cur| {
+                    s.register(id::API_BALANCE, &[("currency", cur)])
+                })
+                .set(b.amount);
+        }
+    }
+}
+
+fn apply_file_changes(inst: &Instance, f: &v1::FileChanges) {
+    let w = inst.watcher();
+    w.files_processed.increment(f.files_processed);
+    if let Some(d) = f.debounce_seconds {
+        w.debounce_duration.record(d);
+    }
+    if let Some(d) = f.processing_seconds {
+        w.processing_duration.record(d);
+    }
+    w.changed_files.set(f.changed_files_pending as f64);
+}
+
+fn apply_test_run(inst: &Instance, event: &v1::Event, t: &v1::TestRun) {
+    let s = &inst.series;
+    let w = inst.watcher();
+    w.runs.at(s, t.result).increment(1);
+    w.tests_run.nth(outcome::PASSED).increment(t.tests_passed);
+    w.tests_run.nth(outcome::FAILED).increment(t.tests_failed);
+    w.tests_run.nth(outcome::IGNORED).increment(t.tests_ignored);
+    w.execution_duration.record(t.duration_seconds);
+    w.memory.set(t.peak_rss_bytes as f64);
+    w.last_run.set(event_time(event));
+}
+
+fn apply_gateway_request(inst: &Instance, g: &v1::GatewayRequest) {
+    inst.watcher()
+        .api_calls
+        .at(&inst.series, g.outcome)
+        .increment(1);
+}
+
+fn apply_audit_run(inst: &Instance, event: &v1::Event, a: &v1::AuditRun) {
+    let s = &inst.series;
+    let m = inst.audit();
+    m.runs.at(s, a.result).increment(1);
+    m.run_duration.record(a.duration_seconds);
+    for t in &a.analyses {
+        m.analysis_duration
+            .at(s, t.analysis)
+            .record(t.duration_seconds);
+    }
+    m.commits.increment(a.new_commits);
+    if a.history_rewritten {
+        m.rewrites.increment(1);
+    }
+    for found in &a.newly_completed {
+        m.markers_found.at(s, found.marker).increment(found.count);
+    }
+    // Absent while unknown: hidden rather than left at a stale value.
+    let coverage = catalog::METRICS[id::AA_COVERAGE].name;
+    match a.coverage_percent {
+        Some(pct) => {
+            m.coverage
+                .get_or_init(|| s.register(id::AA_COVERAGE, &[]))
+                .set(pct);
+            inst.show(coverage);
+        }
+        None => inst.hide(coverage),
+    }
+    m.tasks.nth(task_state::DONE).set(a.tasks_done as f64);
+    m.tasks
+        .nth(task_state::IN_PROGRESS)
+        .set(a.tasks_in_progress as f64);
+    m.tasks.nth(task_state::PLANNED).set(a.tasks_planned as f64);
+    m.active_tasks.set(a.tasks_in_progress as f64);
+    m.last_run.set(event_time(event));
+}
+
+fn apply_api_call(inst: &Instance, call: &v1::ApiCall) {
+    let s = &inst.series;
+    let gw = inst.gateway();
+    let model = gw.model(s, non_empty(&call.model));
+    model.calls.at(s, call.status).increment(1);
+    model.duration.record(call.duration_seconds);
+    model.response_time.set(call.duration_seconds);
+    if let Some(ttft) = call.time_to_first_token_seconds {
+        model.ttft.record(ttft);
+    }
+    model
+        .tokens
+        .nth(token_type::INPUT_CACHE_HIT)
+        .increment(call.input_cache_hit_tokens);
+    model
+        .tokens
+        .nth(token_type::INPUT_CACHE_MISS)
+        .increment(call.input_cache_miss_tokens);
+    model
+        .tokens
+        .nth(token_type::OUTPUT)
+        .increment(call.output_tokens);
+    model.reasoning_tokens.increment(call.reasoning_tokens);
+    for reason in &call.retries {
+        model.retries.at(s, *reason).increment(1);
+    }
+    model
+        .rate_limits
+        .increment(u64::from(call.rate_limited_responses));
+    if let Some(cost) = call.cost_usd {
+        model.cost.record(cost);
+    }
+    if !call.error_kind.is_empty() {
+        gateway_error(inst, &model.name, &call.error_kind);
+    }
+    gw.in_flight.set(call.in_flight_requests as f64);
+}
+
+fn apply_bridge_call(inst: &Instance, b: &v1::BridgeCall) {
+    let s = &inst.series;
+    let c = inst.process();
+    c.bridge_calls.at(s, b.direction).increment(1);
+    match v1::BridgeOutcome::try_from(b.outcome) {
+        Ok(v1::BridgeOutcome::Error | v1::BridgeOutcome::Panic) => {
+            c.bridge_errors.at(s, b.direction).increment(1);
+        }
+        Ok(v1::BridgeOutcome::Timeout) => {
+            c.bridge_timeouts.at(s, b.direction).increment(1);
+        }
+        _ => {}
+    }
+    c.bridge_duration
+        .at(s, b.direction)
+        .record(b.duration_seconds);
+    c.bridge_pending.set(b.pending_tasks as f64);
+    c.bridge_loops.set(b.active_loops as f64);
+}
+
+fn apply_error(inst: &Instance, e: &v1::ComponentError) {
+    let kind = non_empty(&e.kind);
+    match inst.component.as_str() {
+        "test-watcher" => count_kind(inst, &inst.watcher().errors, id::TW_ERRORS, kind),
+        "audit-agent" => count_kind(inst, &inst.audit().errors, id::AA_ERRORS, kind),
+        "api-gateway" => {
+            let model = inst.gateway().model(&inst.series, non_empty(&e.model));
+            gateway_error(inst, &model.name, kind);
+        }
+        // Components without an error metric: the event is counted
+        // as received and logged, which is all there is to do.
+        _ => {
+            tracing::debug!(component = %inst.component, instance = %inst.name, kind, "component error")
+        }
+    }
+}
+
+fn apply_goodbye(inst: &Instance, now: Instant) {
+    let mut live = inst.liveness();
+    live.presence = Presence::Stopped { since: now };
+    inst.common.up.set(0.0);
+    inst.common.stopped.set(1.0);
 }
 
 fn count_kind(
@@ -475,4 +535,35 @@ fn gateway_error(inst: &Instance, model: &str, kind: &str) {
             s.register(id::API_ERRORS, &[("model", m), ("kind", k)])
         })
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_positions_name_the_catalog_values() {
+        let positions = [
+            (catalog::TEST_OUTCOMES, outcome::PASSED, "passed"),
+            (catalog::TEST_OUTCOMES, outcome::FAILED, "failed"),
+            (catalog::TEST_OUTCOMES, outcome::IGNORED, "ignored"),
+            (catalog::TASK_STATES, task_state::DONE, "done"),
+            (catalog::TASK_STATES, task_state::IN_PROGRESS, "in_progress"),
+            (catalog::TASK_STATES, task_state::PLANNED, "planned"),
+            (
+                catalog::TOKEN_TYPES,
+                token_type::INPUT_CACHE_HIT,
+                "input_cache_hit",
+            ),
+            (
+                catalog::TOKEN_TYPES,
+                token_type::INPUT_CACHE_MISS,
+                "input_cache_miss",
+            ),
+            (catalog::TOKEN_TYPES, token_type::OUTPUT, "output"),
+        ];
+        for (values, position, name) in positions {
+            assert_eq!(values[position], name);
+        }
+    }
 }

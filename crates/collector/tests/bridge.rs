@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use automation_async_bridge::{Bridge, BridgeError};
 use automation_collector::Config;
-use automation_testkit::{Samples, TestCollector, within};
 use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
 use automation_telemetry::reporter::{Reporter, ReporterConfig};
+use automation_testkit::{Samples, TestCollector, within};
 use tokio::time::sleep;
 
 const INSTANCE: &str = "bridge-e2e";

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use automation_testkit::{TestCollector, http_get, promtool_check_metrics, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
+use automation_testkit::{TestCollector, http_get, promtool_check_metrics, within};
 use tonic::Code;
 
 fn source(service: &str, instance: &str) -> v1::Source {

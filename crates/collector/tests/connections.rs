@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_testkit::{TestCollector, within};
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
+use automation_testkit::{TestCollector, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;

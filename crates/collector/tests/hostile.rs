@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use automation_testkit::TestCollector;
 use automation_collector::{Config, catalog};
 use automation_proto::v1::{self, event::Payload};
+use automation_testkit::TestCollector;
 
 fn source(service: &str, instance: &str, incarnation: u64) -> v1::Source {
     v1::Source {
@@ -228,27 +228,26 @@ async fn label_values_that_differ_only_in_escaping_stay_apart_in_a_real_promethe
     }
 
     let prometheus = Prometheus::scraping(collector.http);
-    let seen =
-        automation_testkit::within("Prometheus to scrape every instance", async {
-            loop {
-                let result = prometheus.query("automation_component_up").await;
-                let mut instances: Vec<String> = result
-                    .iter()
-                    .filter(|s| s["metric"]["component"] == "test-watcher")
-                    .filter_map(|s| {
-                        s["metric"]["component_instance"]
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .collect();
-                if !instances.is_empty() {
-                    instances.sort();
-                    return instances;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = automation_testkit::within("Prometheus to scrape every instance", async {
+        loop {
+            let result = prometheus.query("automation_component_up").await;
+            let mut instances: Vec<String> = result
+                .iter()
+                .filter(|s| s["metric"]["component"] == "test-watcher")
+                .filter_map(|s| {
+                    s["metric"]["component_instance"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            if !instances.is_empty() {
+                instances.sort();
+                return instances;
             }
-        })
-        .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     expected.sort();
     assert_eq!(seen, expected);
@@ -405,8 +404,7 @@ async fn concurrent_scrapes_share_one_render() {
     }
     let state = &collector.handles.state;
     let before = state.renders();
-    let scrapes =
-        (0..8).map(|_| automation_testkit::http_get(collector.http, "/metrics"));
+    let scrapes = (0..8).map(|_| automation_testkit::http_get(collector.http, "/metrics"));
     let answers = futures_join_all(scrapes.collect()).await;
     let renders = state.renders() - before;
     let mut texts = std::collections::HashSet::new();

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_testkit::{Samples, TestCollector, within};
 use automation_proto::v1::{self, event::Payload};
 use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterStats};
+use automation_testkit::{Samples, TestCollector, within};
 use tokio::time::sleep;
 
 const FILES: &str = "test_watcher_files_processed_total";

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_testkit::TestCollector;
 use automation_proto::v1::{self, collector_client::CollectorClient, event::Payload};
 use automation_telemetry::reporter::{Reporter, ReporterConfig};
+use automation_testkit::TestCollector;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 fn heartbeat_batch() -> v1::EventBatch {

@@ -18,10 +18,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::collector_client::CollectorClient;
 use automation_proto::v1::{self, ChatMessage, ChatRequest, event::Payload};
+use automation_testkit::upstream::FakeUpstream;
 use common::process::StackProcess;
 use common::repository;
 use common::traces::TraceReceiver;

@@ -9,10 +9,10 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::ApiKey;
-use automation_testkit::{Samples, http_get};
 use automation_stack::{Addresses, StackConfig, start};
+use automation_testkit::upstream::FakeUpstream;
+use automation_testkit::{Samples, http_get};
 use common::{automationctl, repository, until};
 
 fn labels(

@@ -161,7 +161,9 @@ mod tests {
         }
         let (again, system) = sampler.sample();
         assert!(again.cpu_seconds_total >= process.cpu_seconds_total);
-        let cpu = system.cpu_usage_ratio.expect("a CPU figure the second time");
+        let cpu = system
+            .cpu_usage_ratio
+            .expect("a CPU figure the second time");
         assert!(cpu > 0.0 && cpu <= 1.0, "{cpu}");
     }
 

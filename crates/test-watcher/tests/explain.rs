@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automation_testkit::{TestCollector, within};
 use automation_proto::v1::api_gateway_server::{ApiGateway, ApiGatewayServer};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, ChatRequest, ChatResponse, RunResult, RunSummary};
@@ -16,6 +15,7 @@ use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
 use automation_test_watcher::explain::GatewayConfig;
 use automation_test_watcher::{Config, run};
+use automation_testkit::{TestCollector, within};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_stream::Stream;

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_testkit::{TestCollector, within};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, RunResult, RunSummary};
 use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
 use automation_test_watcher::engine::OnBusy;
 use automation_test_watcher::{Config, run};
+use automation_testkit::{TestCollector, within};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;

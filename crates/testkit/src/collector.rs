@@ -158,4 +158,3 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
     }
     TcpListener::bind(addr).await.expect("bind gRPC")
 }
-

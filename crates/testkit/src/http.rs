@@ -45,4 +45,3 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
-

@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-
 /// The completion id of every fake chunk.
 pub const FAKE_ID: &str = "chatcmpl-fake";
 /// The model named by every fake chunk.
@@ -771,7 +770,11 @@ impl ToolCalls {
                 json!({ "id": "", "type": "function", "function": { "name": "", "arguments": "" } })
             });
             let text = |pointer: &str| piece.pointer(pointer).and_then(Value::as_str);
-            for (pointer, field) in [("/id", "/id"), ("/type", "/type"), ("/function/name", "/function/name")] {
+            for (pointer, field) in [
+                ("/id", "/id"),
+                ("/type", "/type"),
+                ("/function/name", "/function/name"),
+            ] {
                 if let Some(value) = text(pointer).filter(|v| !v.is_empty()) {
                     if let Some(slot) = call.pointer_mut(field) {
                         *slot = value.into();

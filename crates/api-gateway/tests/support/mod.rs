@@ -6,13 +6,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::ApiKey;
 use automation_api_gateway::{Config, Handles, run};
-use automation_testkit::{TestCollector, within};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
+use automation_testkit::upstream::FakeUpstream;
+use automation_testkit::{TestCollector, within};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;

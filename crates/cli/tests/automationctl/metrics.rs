@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use automation_collector::Config;
-use automation_testkit::TestCollector;
 use automation_proto::v1::{self, event::Payload};
+use automation_testkit::TestCollector;
 
 use crate::support::{automationctl, closed_port};
 

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_api_gateway::upstream::ApiKey;
-use automation_testkit::within;
 use automation_telemetry::auth::BearerAuth;
 use automation_testkit::service::start;
+use automation_testkit::upstream::FakeUpstream;
+use automation_testkit::within;
 
 use crate::support::Running;
 

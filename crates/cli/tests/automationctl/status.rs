@@ -1,10 +1,10 @@
 //! `automationctl status`: readiness of every service, a stopped one named
 //! with its address, TLS with `--ca-file`.
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_collector::Config;
-use automation_testkit::TestCollector;
 use automation_telemetry::auth::BearerAuth;
+use automation_testkit::TestCollector;
+use automation_testkit::upstream::FakeUpstream;
 
 use crate::services;
 use crate::support::{Repo, automationctl, closed_port};
@@ -162,6 +162,5 @@ async fn https_endpoints_are_trusted_through_the_ca_file() {
 
 /// The collector's readiness is set just after it starts serving.
 async fn within_ready(collector: &TestCollector) {
-    automation_testkit::within("collector ready", collector.handles.health.wait_ready())
-        .await;
+    automation_testkit::within("collector ready", collector.handles.health.wait_ready()).await;
 }

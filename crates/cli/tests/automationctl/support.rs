@@ -163,7 +163,9 @@ pub struct Running {
 
 impl Running {
     /// Keeps `service` running as long as this lives.
-    pub fn of<H: Send + 'static, E: std::fmt::Debug + Send + 'static>(service: Service<H, E>) -> Self {
+    pub fn of<H: Send + 'static, E: std::fmt::Debug + Send + 'static>(
+        service: Service<H, E>,
+    ) -> Self {
         Self {
             endpoint: service.endpoint(),
             addr: service.grpc,

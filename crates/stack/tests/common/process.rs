@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use automation_testkit::upstream::FakeUpstream;
 use automation_testkit::http_get;
+use automation_testkit::upstream::FakeUpstream;
 
 use super::{free_port, until};
 

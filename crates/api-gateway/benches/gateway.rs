@@ -11,11 +11,9 @@ use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, run};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{ChatMessage, ChatRequest};
-use automation_telemetry::serve::Listeners;
+use automation_testkit::service;
 use automation_testkit::upstream::FakeUpstream;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 const SECONDS: u64 = 4;
 const CONNECTIONS: usize = 8;
@@ -91,13 +89,10 @@ fn main() {
         config.client_rate = None;
         config.max_concurrent = 4096;
         config.shutdown_delay = Duration::ZERO;
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(run(config, Listeners { grpc, http }, shutdown.clone(), Some(tx)));
-        rx.await.unwrap();
+        let server = service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+            .await
+            .expect("the gateway starts");
+        let addr = server.grpc;
         let rss_idle = rss_mib();
 
         let mut clients = Vec::new();
@@ -168,8 +163,7 @@ fn main() {
                 rss_before,
             );
         }
-        shutdown.cancel();
-        let _ = server.await;
+        let _ = server.stop().await;
         upstream.stop().await;
     });
 }

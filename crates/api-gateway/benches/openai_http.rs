@@ -19,15 +19,14 @@ use std::time::{Duration, Instant};
 
 use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, run};
-use automation_telemetry::serve::Listeners;
+use automation_testkit::service;
 use automation_testkit::upstream::FakeUpstream;
 use http_body::Body as _;
 use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
-use tokio_util::sync::CancellationToken;
 
 /// Measured seconds per row (after a one-second warm-up).
 const SECONDS: u64 = 5;
@@ -145,13 +144,10 @@ fn main() {
         config.client_rate = None;
         config.max_concurrent = 4096;
         config.shutdown_delay = Duration::ZERO;
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let door = http.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(run(config, Listeners { grpc, http }, shutdown.clone(), Some(tx)));
-        rx.await.expect("the gateway starts");
+        let server = service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+            .await
+            .expect("the gateway starts");
+        let door = server.http;
 
         let messages = serde_json::json!([{"role": "user", "content": "Explain the failure in one sentence."}]);
         let upstream_addr: SocketAddr = upstream
@@ -217,8 +213,7 @@ fn main() {
                 );
             }
         }
-        shutdown.cancel();
-        let _ = server.await;
+        let _ = server.stop().await;
         upstream.stop().await;
     });
 }

@@ -1,6 +1,6 @@
 //! The `api-gateway` binary as an operator runs it.
 
-use std::process::Command;
+use automation_testkit::binary::refuses;
 
 const BIN: &str = env!("CARGO_BIN_EXE_api-gateway");
 
@@ -23,16 +23,7 @@ fn a_bad_configuration_prints_one_line_and_exits_64() {
             "not both",
         ),
     ] {
-        let out = Command::new(BIN)
-            .envs(vars.iter().copied())
-            .env("GRPC_LISTEN", "127.0.0.1:0")
-            .env("HTTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{vars:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{vars:?}: {stderr}");
-        assert!(stderr.contains(mentions), "{vars:?}: {stderr}");
+        let stderr = refuses(BIN, &vars, mentions);
         assert!(
             !stderr.contains("sk-x"),
             "the key is in the error: {stderr}"

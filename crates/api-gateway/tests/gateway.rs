@@ -421,11 +421,7 @@ async fn models_and_balance() {
 }
 
 fn labels(extra: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("component", "api-gateway"),
-        ("component_instance", "gw-test"),
-        extra,
-    ]
+    automation_testkit::series("api-gateway", "gw-test", &[extra])
 }
 
 #[tokio::test]

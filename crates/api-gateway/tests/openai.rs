@@ -14,13 +14,9 @@ use support::{Gateway, KEY, config, openai_sdk, reporting};
 const TOKEN: &str = "client-token-1";
 
 fn labels(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut l = vec![
-        ("component", "api-gateway"),
-        ("component_instance", "gw-test"),
-        ("model", "deepseek-chat"),
-    ];
+    let mut l = vec![("model", "deepseek-chat")];
     l.extend_from_slice(extra);
-    l
+    automation_testkit::series("api-gateway", "gw-test", &l)
 }
 
 /// A gateway that accepts only [`TOKEN`].

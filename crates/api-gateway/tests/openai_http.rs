@@ -57,12 +57,7 @@ fn error_of(status: StatusCode, headers: &HeaderMap, body: &str) -> Value {
 }
 
 fn labels(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut l = vec![
-        ("component", "api-gateway"),
-        ("component_instance", "gw-test"),
-    ];
-    l.extend_from_slice(extra);
-    l
+    automation_testkit::series("api-gateway", "gw-test", extra)
 }
 
 #[tokio::test]

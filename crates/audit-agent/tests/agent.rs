@@ -12,73 +12,18 @@ use automation_audit_agent::{Config, Handles, run};
 use automation_proto::v1::audit_agent_client::AuditAgentClient;
 use automation_proto::v1::{self, AuditReport, AuditResult, Marker};
 use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
+use automation_testkit::git::Repo;
+use automation_testkit::service::{self, Service};
 use automation_testkit::{Samples, TestCollector, http_get, within};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-
-/// A git repository in a temporary folder, driven with the git CLI.
-struct Repo {
-    dir: tempfile::TempDir,
-    commits: u32,
-}
-
-impl Repo {
-    fn new() -> Self {
-        let repo = Self {
-            dir: tempfile::tempdir().unwrap(),
-            commits: 0,
-        };
-        repo.git(&["init", "-q", "-b", "main"]);
-        repo.git(&["config", "user.email", "audit@example.test"]);
-        repo.git(&["config", "user.name", "Audit Test"]);
-        repo.git(&["config", "commit.gpgsign", "false"]);
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn write(&self, relative: &str, text: impl AsRef<[u8]>) {
-        let path = self.path().join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    /// Adds `n` commits, each changing a file.
-    fn commit(&mut self, n: u32) {
-        for _ in 0..n {
-            self.commits += 1;
-            self.write("log.txt", format!("change {}\n", self.commits));
-            self.git(&["add", "-A"]);
-            self.git(&["commit", "-q", "-m", &format!("change {}", self.commits)]);
-        }
-    }
-}
 
 /// A running audit-agent and a client.
 struct Agent {
     client: AuditAgentClient<Channel>,
     handles: Handles,
     http: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), automation_audit_agent::Error>>,
+    service: Service<Handles, automation_audit_agent::Error>,
 }
 
 fn config(repo: &Path, database: &Path) -> Config {
@@ -104,30 +49,15 @@ impl Agent {
 
     /// Starts the agent; the error if it refuses to.
     async fn try_start(config: Config) -> Result<Self, automation_audit_agent::Error> {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-            Some(tx),
-        ));
-        let handles = match rx.await {
-            Ok(handles) => handles,
-            Err(_) => return Err(task.await.unwrap().expect_err("no handles, so it failed")),
-        };
-        let client = AuditAgentClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let service =
+            service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+                .await?;
+        let client = AuditAgentClient::connect(service.endpoint()).await.unwrap();
         Ok(Self {
             client,
-            handles,
-            http: admin,
-            shutdown,
-            task,
+            handles: service.handles.clone(),
+            http: service.http,
+            service,
         })
     }
 
@@ -161,8 +91,7 @@ impl Agent {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
@@ -720,11 +649,7 @@ async fn concurrent_audit_requests_never_overlap() {
 }
 
 fn labels(extra: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("component", "audit-agent"),
-        ("component_instance", "aa-test"),
-        extra,
-    ]
+    automation_testkit::series("audit-agent", "aa-test", &[extra])
 }
 
 #[tokio::test]
@@ -815,9 +740,8 @@ async fn the_collector_shows_the_audits() {
 async fn the_collector_not_answering_shows_as_degraded() {
     let repo = Repo::new();
     let db = tempfile::tempdir().unwrap();
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // Port 1: nothing listens, and no other test's server can take it.
+    let endpoint = "http://127.0.0.1:1".to_owned();
     let mut c = config(repo.path(), &db.path().join("a.db"));
     reporting(&mut c, endpoint);
     let agent = Agent::start(c).await;

@@ -1,6 +1,7 @@
 //! The `audit-agent` binary as an operator runs it: bad configuration, the
 //! database backup and restore commands, and `kill -9` at any moment.
 
+use automation_testkit::binary::refuses;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -36,21 +37,7 @@ fn a_bad_configuration_prints_one_line_and_exits_64() {
         ("MARKDOWN_GLOBS", "docs/{a", "docs/{a"),
         ("COVERAGE_FORMAT", "gcov", "gcov"),
     ] {
-        let out = Command::new(BIN)
-            .env(var, value)
-            .env("GRPC_LISTEN", "127.0.0.1:0")
-            .env("HTTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{var}={value}: {}",
-            stderr(&out)
-        );
-        let err = stderr(&out);
-        assert_eq!(err.trim().lines().count(), 1, "{var}: {err}");
-        assert!(err.contains(mentions), "{var}: {err}");
+        refuses(BIN, &[(var, value)], mentions);
     }
 }
 

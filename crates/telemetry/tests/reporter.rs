@@ -15,27 +15,13 @@ use automation_proto::v1::{
 use automation_telemetry::reporter::{
     LiveState, MIN_HEARTBEAT_INTERVAL, PushError, Reporter, ReporterConfig, ReporterError,
 };
+use automation_testkit::eventually;
 use fake::{Answer, FakeCollector};
 use prost::Message;
 use tonic::Code;
 
 /// Every wait is bounded, so a bug fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// Waits until `check` returns something.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let wait = async {
-        loop {
-            if let Some(value) = check() {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 /// Fast timings; heartbeats only at start unless a test wants more.
 fn config(endpoint: String) -> ReporterConfig {

@@ -9,10 +9,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use automation_telemetry::serve::Listeners;
 use automation_test_watcher::{Config, Handles, run};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use automation_testkit::service::{self, Service};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -41,22 +39,13 @@ fn now_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn start(config: Config) -> (Handles, CancellationToken, tokio::task::JoinHandle<()>) {
-    let listeners = Listeners {
-        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            run(config, listeners, shutdown, Some(tx)).await.unwrap();
-        }
-    });
-    let handles = rx.await.unwrap();
-    handles.health.wait_ready().await;
-    (handles, shutdown, task)
+async fn start(config: Config) -> Service<Handles, automation_test_watcher::Error> {
+    let service =
+        service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+            .await
+            .expect("the test-watcher starts");
+    service.handles.health.wait_ready().await;
+    service
 }
 
 async fn latency(saves: usize) {
@@ -66,7 +55,8 @@ async fn latency(saves: usize) {
     let mut config = Config::new("bench", root.path().to_path_buf());
     config.engine.command = format!("date +%s%N >> '{}'", starts.display());
     config.shutdown_delay = Duration::ZERO;
-    let (handles, shutdown, task) = start(config).await;
+    let watcher = start(config).await;
+    let handles = &watcher.handles;
     let mut runs = handles.engine.subscribe();
     let mut latencies = Vec::new();
     for i in 0..saves {
@@ -96,8 +86,7 @@ async fn latency(saves: usize) {
         at(0.99).as_secs_f64() * 1e3,
         latencies[0].as_secs_f64() * 1e3,
     );
-    shutdown.cancel();
-    let _ = task.await;
+    let _ = watcher.stop().await;
 }
 
 fn make_tree(root: &Path, files: usize) {
@@ -116,7 +105,8 @@ async fn idle(files: usize, seconds: u64, poll: Option<Duration>) {
     config.shutdown_delay = Duration::ZERO;
     config.poll = poll;
     let setup = Instant::now();
-    let (handles, shutdown, task) = start(config).await;
+    let watcher = start(config).await;
+    let handles = &watcher.handles;
     let ready = setup.elapsed();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -129,8 +119,7 @@ async fn idle(files: usize, seconds: u64, poll: Option<Duration>) {
         cpu / wall * 100.0,
         handles.engine.status().runs_finished,
     );
-    shutdown.cancel();
-    let _ = task.await;
+    let _ = watcher.stop().await;
 }
 
 fn main() {

@@ -1,6 +1,6 @@
 //! The `test-watcher` binary as an operator runs it.
 
-use std::process::Command;
+use automation_testkit::binary::refuses;
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-watcher");
 
@@ -12,16 +12,7 @@ fn a_bad_configuration_prints_one_line_and_exits_64() {
         ("ON_BUSY", "panic", "panic"),
         ("HEARTBEAT_INTERVAL", "0s", "0s"),
     ] {
-        let out = Command::new(BIN)
-            .env(var, value)
-            .env("GRPC_LISTEN", "127.0.0.1:0")
-            .env("HTTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{var}={value}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.trim().lines().count(), 1, "{var}: {stderr}");
-        assert!(stderr.contains(mentions), "{var}: {stderr}");
+        refuses(BIN, &[(var, value)], mentions);
     }
 }
 
@@ -41,15 +32,6 @@ fn a_bad_gateway_configuration_exits_64_too() {
         ),
     ];
     for (vars, mentions) in cases {
-        let out = Command::new(BIN)
-            .envs(vars.iter().copied())
-            .env("GRPC_LISTEN", "127.0.0.1:0")
-            .env("HTTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{vars:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.trim().lines().count(), 1, "{vars:?}: {stderr}");
-        assert!(stderr.contains(mentions), "{vars:?}: {stderr}");
+        refuses(BIN, vars, mentions);
     }
 }

@@ -2,6 +2,8 @@
 //! started here records what it is asked and answers as each test wants; the
 //! watcher, its runs and the collector are real, over real sockets.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +13,11 @@ use std::time::Duration;
 use automation_proto::v1::api_gateway_server::{ApiGateway, ApiGatewayServer};
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, ChatRequest, ChatResponse, RunResult, RunSummary};
-use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
 use automation_test_watcher::explain::GatewayConfig;
-use automation_test_watcher::{Config, run};
+use automation_test_watcher::{Config, Handles};
+use automation_testkit::service::Service;
 use automation_testkit::{TestCollector, within};
+use support::{Served, serve};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_stream::Stream;
@@ -236,8 +238,7 @@ struct Watcher {
     control: tempfile::TempDir,
     client: TestWatcherClient<Channel>,
     runs: Streaming<RunSummary>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    service: Service<Handles, automation_test_watcher::Error>,
 }
 
 impl Watcher {
@@ -256,44 +257,18 @@ impl Watcher {
         config.shutdown_delay = Duration::ZERO;
         config.engine.kill_grace = Duration::from_millis(200);
         config.gateway = gateway;
-        if let Some(collector) = collector {
-            let mut rc = ReporterConfig::new(collector.endpoint(), "test-watcher", instance, "1.0");
-            rc.heartbeat_interval = Duration::from_millis(200);
-            rc.batch_max_delay = Duration::from_millis(20);
-            config.reporter = Some(rc);
-        }
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                run(config, Listeners { grpc, http }, shutdown, Some(tx))
-                    .await
-                    .expect("test-watcher runs");
-            }
-        });
-        let handles = rx.await.unwrap();
-        within("ready", handles.health.wait_ready()).await;
-        let mut client = TestWatcherClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let runs = client
-            .watch_runs(v1::WatchRunsRequest {
-                include_last: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        config.reporter = collector.map(|c| c.reporter("test-watcher", instance));
+        let Served {
+            service,
+            client,
+            runs,
+        } = serve(config).await;
         Self {
             _root: root,
             control,
             client,
             runs,
-            shutdown,
-            task,
+            service,
         }
     }
 
@@ -339,8 +314,10 @@ impl Watcher {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap();
+        self.service
+            .stop()
+            .await
+            .expect("the test-watcher stops cleanly");
     }
 }
 

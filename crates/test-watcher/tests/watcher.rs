@@ -3,6 +3,8 @@
 //! writes (printing libtest output), results come back over `WatchRuns`, and
 //! a real collector shows the metrics.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,8 +13,10 @@ use automation_proto::v1::{self, RunResult, RunSummary};
 use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
 use automation_test_watcher::engine::OnBusy;
-use automation_test_watcher::{Config, run};
+use automation_test_watcher::{Config, Handles, run};
+use automation_testkit::service::{self, Service};
 use automation_testkit::{TestCollector, within};
+use support::{Served, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
@@ -55,8 +59,7 @@ struct Watcher {
     client: TestWatcherClient<Channel>,
     runs: Streaming<RunSummary>,
     health: automation_health::HealthChecker,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    service: Service<Handles, automation_test_watcher::Error>,
 }
 
 impl Watcher {
@@ -72,47 +75,20 @@ impl Watcher {
             format!("CONTROL='{0}' sh '{0}/script.sh'", control.path().display());
         config.shutdown_delay = Duration::ZERO;
         config.engine.kill_grace = Duration::from_millis(200);
-        if let Some(collector) = collector {
-            let mut rc =
-                ReporterConfig::new(collector.endpoint(), "test-watcher", "tw-test", "1.0");
-            rc.heartbeat_interval = Duration::from_millis(200);
-            rc.batch_max_delay = Duration::from_millis(20);
-            config.reporter = Some(rc);
-        }
+        config.reporter = collector.map(|c| c.reporter("test-watcher", "tw-test"));
         tune(&mut config);
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                run(config, Listeners { grpc, http }, shutdown, Some(tx))
-                    .await
-                    .expect("test-watcher runs");
-            }
-        });
-        let handles = rx.await.unwrap();
-        within("ready", handles.health.wait_ready()).await;
-        let mut client = TestWatcherClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let runs = client
-            .watch_runs(v1::WatchRunsRequest {
-                include_last: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let Served {
+            service,
+            client,
+            runs,
+        } = serve(config).await;
         Self {
             root,
             control,
             client,
             runs,
-            health: handles.health,
-            shutdown,
-            task,
+            health: service.handles.health.clone(),
+            service,
         }
     }
 
@@ -172,8 +148,10 @@ impl Watcher {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap();
+        self.service
+            .stop()
+            .await
+            .expect("the test-watcher stops cleanly");
     }
 }
 
@@ -519,24 +497,17 @@ async fn a_missing_collector_shows_as_degraded_not_unready() {
     // A port nothing listens on (port 1: privileged and unused, never
     // taken meanwhile by another test's server).
     let dead = "127.0.0.1:1";
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = http.local_addr().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut config = Config::new("tw-degraded", root.path().to_path_buf());
     config.shutdown_delay = Duration::ZERO;
     let mut rc = ReporterConfig::new(format!("http://{dead}"), "test-watcher", "tw-degraded", "1");
     rc.heartbeat_interval = Duration::from_millis(100);
     config.reporter = Some(rc);
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run(
-        config,
-        Listeners { grpc, http },
-        shutdown.clone(),
-        Some(tx),
-    ));
-    let handles = rx.await.unwrap();
+    let service =
+        service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+            .await
+            .expect("the test-watcher starts");
+    let (handles, admin) = (&service.handles, service.http);
     within("ready", handles.health.wait_ready()).await;
     let body = within("degraded", async {
         loop {
@@ -557,8 +528,7 @@ async fn a_missing_collector_shows_as_degraded_not_unready() {
     assert_eq!(report["components"]["collector"]["status"], "degraded");
     assert!(report["components"]["collector"]["last_error"].is_string());
     assert_eq!(report["components"]["watch"]["status"], "ok");
-    shutdown.cancel();
-    within("shutdown", task).await.unwrap().unwrap();
+    service.stop().await.unwrap();
 }
 
 #[tokio::test]

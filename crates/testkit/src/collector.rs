@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use automation_telemetry::reporter::ReporterConfig;
 use automation_telemetry::serve::Listeners;
 
 use automation_collector::{Config, Error, Handles, run};
@@ -68,6 +69,15 @@ impl TestCollector {
     /// `http://127.0.0.1:<grpc port>`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A reporter configuration for `service`'s instance `instance` that
+    /// reports here quickly (heartbeats every 200 ms, batches within 20 ms).
+    pub fn reporter(&self, service: &str, instance: &str) -> ReporterConfig {
+        let mut config = ReporterConfig::new(self.endpoint(), service, instance, "1.0");
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.batch_max_delay = Duration::from_millis(20);
+        config
     }
 
     /// A gRPC client connected to it.

@@ -1,6 +1,7 @@
 //! What the workspace's tests and benchmarks share. A dev-dependency only:
 //! no binary links it, and no production library holds test code.
 //!
+//! * [`binary`]: a service binary refusing a bad configuration.
 //! * [`collector`]: a real collector on free loopback ports, its gRPC
 //!   client and `/metrics`, and `promtool check metrics`.
 //! * [`upstream`]: a scriptable fake DeepSeek (OpenAI-compatible) server.
@@ -10,6 +11,7 @@
 //! * [`git`]: temporary git repositories.
 //! * [`service`]: any service started in-process on free ports.
 
+pub mod binary;
 pub mod collector;
 pub mod git;
 pub mod http;
@@ -20,6 +22,6 @@ pub mod wait;
 
 pub use collector::{TestCollector, promtool_check_metrics};
 pub use http::http_get;
-pub use samples::Samples;
+pub use samples::{Samples, series};
 pub use upstream::FakeUpstream;
-pub use wait::{until, within};
+pub use wait::{eventually, until, within};

@@ -109,3 +109,15 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     }
     labels
 }
+
+/// The labels of one series of `component`'s instance `instance`: the two
+/// every service series carries, then `extra`.
+pub fn series<'a>(
+    component: &'a str,
+    instance: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("component", component), ("component_instance", instance)];
+    labels.extend_from_slice(extra);
+    labels
+}

@@ -770,21 +770,17 @@ impl ToolCalls {
                 json!({ "id": "", "type": "function", "function": { "name": "", "arguments": "" } })
             });
             let text = |pointer: &str| piece.pointer(pointer).and_then(Value::as_str);
-            for (pointer, field) in [
-                ("/id", "/id"),
-                ("/type", "/type"),
-                ("/function/name", "/function/name"),
-            ] {
-                if let Some(value) = text(pointer).filter(|v| !v.is_empty()) {
-                    if let Some(slot) = call.pointer_mut(field) {
-                        *slot = value.into();
-                    }
+            for pointer in ["/id", "/type", "/function/name"] {
+                if let Some(value) = text(pointer).filter(|v| !v.is_empty())
+                    && let Some(slot) = call.pointer_mut(pointer)
+                {
+                    *slot = value.into();
                 }
             }
-            if let Some(more) = text("/function/arguments") {
-                if let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments") {
-                    arguments.push_str(more);
-                }
+            if let Some(more) = text("/function/arguments")
+                && let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments")
+            {
+                arguments.push_str(more);
             }
         }
     }

@@ -10,11 +10,9 @@ use automation_api_gateway::upstream::ApiKey;
 use automation_api_gateway::{Config, Handles, run};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
+use automation_testkit::service::{self, Service};
 use automation_testkit::upstream::FakeUpstream;
 use automation_testkit::{TestCollector, within};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// The gateway's DeepSeek key in these tests.
@@ -38,10 +36,7 @@ pub fn config(upstream: &FakeUpstream) -> Config {
 
 /// Reports to `collector`, quickly.
 pub fn reporting(config: &mut Config, collector: &TestCollector) {
-    let mut rc = ReporterConfig::new(collector.endpoint(), "api-gateway", "gw-test", "1.0");
-    rc.heartbeat_interval = Duration::from_millis(200);
-    rc.batch_max_delay = Duration::from_millis(20);
-    config.reporter = Some(rc);
+    config.reporter = Some(collector.reporter("api-gateway", "gw-test"));
 }
 
 /// A running gateway.
@@ -50,39 +45,32 @@ pub struct Gateway {
     pub grpc: SocketAddr,
     /// Its HTTP address (health, and the OpenAI door under `/v1`).
     pub http: SocketAddr,
-    /// Its core.
-    pub handles: Handles,
     /// A gRPC client connected to it.
     pub client: ApiGatewayClient<Channel>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), automation_api_gateway::Error>>,
+    service: Service<Handles, automation_api_gateway::Error>,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Service<Handles, automation_api_gateway::Error>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
 }
 
 impl Gateway {
     /// Starts a gateway with `config` on fresh loopback ports.
     pub async fn start(config: Config) -> Self {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-            Some(tx),
-        ));
-        let handles = rx.await.expect("the gateway starts");
-        let client = ApiGatewayClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .unwrap();
+        let service =
+            service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+                .await
+                .expect("the gateway starts");
+        let client = ApiGatewayClient::connect(service.endpoint()).await.unwrap();
         Self {
-            grpc: grpc_addr,
-            http: http_addr,
-            handles,
+            grpc: service.grpc,
+            http: service.http,
             client,
-            shutdown,
-            task,
+            service,
         }
     }
 
@@ -93,8 +81,7 @@ impl Gateway {
 
     /// Shuts down and waits for the end.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        within("shutdown", self.task).await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 

@@ -8,7 +8,9 @@ pub mod traces;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+
+pub use automation_testkit::git::Repo;
+pub use automation_testkit::until;
 
 /// The failing test suite the watcher runs: libtest output, exit 101.
 pub const TESTS: &str = r#"#!/bin/sh
@@ -24,41 +26,21 @@ exit 101
 
 /// A git repository with a plan, a coverage report (3 of 4 lines) and a
 /// test script that fails; two commits.
-pub fn repository() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::write(root.join("run-tests.sh"), TESTS).unwrap();
-    std::fs::write(
-        root.join("PLAN.md"),
+pub fn repository() -> Repo {
+    let repo = Repo::new();
+    repo.write("run-tests.sh", TESTS);
+    repo.write(
+        "PLAN.md",
         "# Plan\n\n- [x] collector\n- [x] watcher\n- [ ] stack ⏳\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("lcov.info"),
+    );
+    repo.write(
+        "lcov.info",
         "SF:src/lib.rs\nDA:1,1\nDA:2,1\nDA:3,0\nDA:4,5\nend_of_record\n",
-    )
-    .unwrap();
-    git(root, &["init", "-q", "-b", "main"]);
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "-q", "-m", "first"]);
-    std::fs::write(root.join("README.md"), "a project\n").unwrap();
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "-q", "-m", "second"]);
-    dir
-}
-
-pub fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.test")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.test")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
+    );
+    repo.commit_all("first");
+    repo.write("README.md", "a project\n");
+    repo.commit_all("second");
+    repo
 }
 
 /// A binary of the workspace. `cargo test --workspace` (what `make test`
@@ -99,24 +81,4 @@ pub async fn automationctl(endpoints: &[String], args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-/// Polls `check` every 100 ms until it passes or `limit` ends (then panics
-/// with `what` and the last value).
-pub async fn until<T: std::fmt::Debug>(
-    what: &str,
-    limit: Duration,
-    mut check: impl AsyncFnMut() -> (bool, T),
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (ok, value) = check().await;
-        if ok {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{what}: still not true after {limit:?}; last: {value:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use automation_api_gateway::upstream::ApiKey;
 use automation_api_gateway::{Config, Handles, run};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
-use automation_telemetry::reporter::ReporterConfig;
 use automation_testkit::service::{self, Service};
 use automation_testkit::upstream::FakeUpstream;
 use automation_testkit::{TestCollector, within};

@@ -463,16 +463,15 @@ where
         })
         .instrument(span.clone())
         .await;
-    match &outcome {
-        Ok((Err(error), _)) => span.record("error", error.as_str()),
-        Err(error) => span.record("error", error.to_string()),
-        Ok(_) => &span,
-    };
-    match outcome {
+    let (result, secs) = match outcome {
         Ok((result, secs)) => (result, secs),
         Err(e @ BridgeError::Timeout(limit)) => (Err(e.to_string()), limit.as_secs_f64()),
         Err(e) => (Err(e.to_string()), 0.0),
+    };
+    if let Err(error) = &result {
+        span.record("error", error.as_str());
     }
+    (result, secs)
 }
 
 /// Runs fallible blocking `work` through the bridge within `timeout`: its

@@ -39,7 +39,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
 pub(crate) use json::WithTraceIds;
-pub use propagate::{HeaderCarrier, MetadataCarrier, inject_headers, inject_metadata, set_parent};
+pub use propagate::{inject_headers, inject_metadata, set_parent};
 pub use serve::{ServerSpan, ServerSpanLayer};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -100,7 +100,7 @@ impl Tracing {
 /// it and says so in its log).
 #[derive(Debug, thiserror::Error)]
 #[error("tracing is off: {0}")]
-pub struct TracingError(String);
+pub(crate) struct TracingError(String);
 
 /// Whether the environment asks for export.
 fn wanted() -> bool {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use automation_proto::v1::collector_client::CollectorClient;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use automation_telemetry::reporter::ReporterConfig;
@@ -17,19 +16,23 @@ use automation_collector::{Config, Error, Handles, run};
 
 use crate::http::http_get;
 use crate::samples::Samples;
+use crate::service::{self, Service};
 use crate::wait::within;
 
-/// A collector serving on loopback until stopped (or dropped).
+/// A collector serving on loopback until stopped (or dropped): a
+/// [`Service`] (its addresses, handles and shutdown) with a client, its
+/// `/metrics` and reporter configurations for it.
 #[derive(Debug)]
 pub struct TestCollector {
-    /// The gRPC address.
-    pub grpc: SocketAddr,
-    /// The HTTP admin address.
-    pub http: SocketAddr,
-    /// The running collector's state and health.
-    pub handles: Handles,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    service: Service<Handles, Error>,
+}
+
+impl std::ops::Deref for TestCollector {
+    type Target = Service<Handles, Error>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
 }
 
 impl TestCollector {
@@ -42,33 +45,16 @@ impl TestCollector {
     /// the port it had).
     pub async fn start_on(mut config: Config, grpc: SocketAddr) -> Self {
         config.shutdown_delay = Duration::ZERO;
-        let grpc = bind_retrying(grpc).await;
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-        let (grpc_addr, http_addr) = (
-            grpc.local_addr().expect("addr"),
-            http.local_addr().expect("addr"),
-        );
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-            Some(tx),
-        ));
-        let handles = rx.await.expect("collector started");
-        Self {
-            grpc: grpc_addr,
-            http: http_addr,
-            handles,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// `http://127.0.0.1:<grpc port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+        let listeners = Listeners {
+            grpc: bind_retrying(grpc).await,
+            http: TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP"),
+        };
+        let service = service::start_on(listeners, |listeners, shutdown, tx| {
+            run(config, listeners, shutdown, Some(tx))
+        })
+        .await
+        .expect("the collector starts");
+        Self { service }
     }
 
     /// A reporter configuration for `service`'s instance `instance` that
@@ -114,17 +100,8 @@ impl TestCollector {
     }
 
     /// Shuts it down gracefully and waits until it has stopped.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for TestCollector {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    pub async fn stop(self) {
+        let _ = self.service.stop().await;
     }
 }
 

@@ -46,7 +46,17 @@ where
     H: Send + 'static,
     E: Debug + Send + 'static,
 {
-    let listeners = listeners().await;
+    start_on(listeners().await, run).await
+}
+
+/// [`start`] on `listeners` bound by the caller (a port of its choice).
+pub async fn start_on<H, E, F, Fut>(listeners: Listeners, run: F) -> Result<Service<H, E>, E>
+where
+    F: FnOnce(Listeners, CancellationToken, oneshot::Sender<H>) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    H: Send + 'static,
+    E: Debug + Send + 'static,
+{
     let grpc = listeners.grpc.local_addr().expect("gRPC address");
     let http = listeners.http.local_addr().expect("HTTP address");
     let shutdown = CancellationToken::new();

@@ -9,7 +9,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// HTTP headers as a carrier of trace context.
-pub struct HeaderCarrier<'a>(pub &'a mut HeaderMap);
+struct HeaderCarrier<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
@@ -23,7 +23,7 @@ impl Injector for HeaderCarrier<'_> {
 }
 
 /// gRPC metadata as a carrier of trace context.
-pub struct MetadataCarrier<'a>(pub &'a mut MetadataMap);
+struct MetadataCarrier<'a>(pub &'a mut MetadataMap);
 
 impl Injector for MetadataCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use automation_api_gateway::upstream::{ApiKey, install_crypto};
-use automation_api_gateway::{Config, run};
+use automation_api_gateway::{Config, start};
 use automation_testkit::service;
 use automation_testkit::upstream::FakeUpstream;
 use http_body::Body as _;
@@ -143,8 +143,8 @@ fn main() {
         let mut config = Config::new("bench", &upstream.base_url(), ApiKey::value("sk-bench".to_owned()));
         config.client_rate = None;
         config.max_concurrent = 4096;
-        config.shutdown_delay = Duration::ZERO;
-        let server = service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
+        config.service.shutdown_delay = Duration::ZERO;
+        let server = service::start(|listeners, shutdown| start(config, listeners, shutdown))
             .await
             .expect("the gateway starts");
         let door = server.http;

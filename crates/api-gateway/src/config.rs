@@ -5,9 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
+use automation_runtime::binary::ServiceCli;
+use automation_runtime::config::{
+    CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
+};
 
 use crate::pricing::Models;
+use crate::upstream::ApiKey;
+use crate::{Config, NAME};
 
 /// `api-gateway`.
 #[derive(Debug, clap::Parser)]
@@ -31,6 +36,28 @@ pub struct Cli {
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
+
+impl ServiceCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn listen(&self) -> (SocketAddr, SocketAddr) {
+        (self.grpc_listen, self.http_listen)
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let service = cli.common.service_config(NAME, Some(&cli.reporter))?;
+        cli.gateway.config(service)
+    }
+}
+
+/// No time limit above a week makes sense; far larger ones overflow clocks.
+const MAX_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The upstream, its limits and prices.
 #[derive(Debug, Clone, clap::Args)]
@@ -106,6 +133,54 @@ pub struct GatewayArgs {
     /// How often the balance is read.
     #[arg(long, env = "BALANCE_INTERVAL", value_parser = parse_interval, default_value = "5m")]
     pub balance_interval: Duration,
+}
+
+impl GatewayArgs {
+    /// The gateway's configuration: `service`, and what these flags say.
+    /// The key (from its file or `DEEPSEEK_API_KEY`) is read here; a bad
+    /// base URL, price list, rate or time limit is refused, naming it.
+    pub fn config(&self, service: ServiceConfig) -> Result<Config, String> {
+        for (name, limit) in [
+            ("CONNECT_TIMEOUT", self.connect_timeout),
+            ("FIRST_TOKEN_TIMEOUT", self.first_token_timeout),
+            ("STREAM_IDLE_TIMEOUT", self.stream_idle_timeout),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+            ("RETRY_BACKOFF", self.retry_backoff),
+            ("RETRY_BACKOFF_MAX", self.retry_backoff_max),
+            ("MAX_RETRY_AFTER", self.max_retry_after),
+            ("QUEUE_TIMEOUT", self.queue_timeout),
+            ("CIRCUIT_COOLDOWN", self.circuit_cooldown),
+        ] {
+            if limit > MAX_LIMIT {
+                return Err(format!("{name} is above the largest allowed, 7 days"));
+            }
+        }
+        let key = ApiKey::configured(self.deepseek_api_key_file.as_deref())?;
+        let mut config = Config::new(&service.instance, &self.deepseek_base_url, key);
+        config.service = service;
+        config.models =
+            Models::new(&self.deepseek_models, &self.model_prices).map_err(|e| e.to_string())?;
+        let upstream = &mut config.upstream;
+        upstream.connect_timeout = self.connect_timeout;
+        upstream.first_token_timeout = self.first_token_timeout;
+        upstream.idle_timeout = self.stream_idle_timeout;
+        upstream.total_timeout = self.request_timeout;
+        upstream.max_attempts = self.max_attempts;
+        upstream.backoff_base = self.retry_backoff;
+        upstream.backoff_max = self.retry_backoff_max;
+        upstream.max_retry_after = self.max_retry_after;
+        upstream.max_event_bytes = usize::try_from(self.max_sse_event_bytes).unwrap_or(usize::MAX);
+        upstream
+            .check()
+            .map_err(|e| format!("DEEPSEEK_BASE_URL: {e}"))?;
+        config.max_concurrent = usize::try_from(self.max_concurrent_requests).unwrap_or(usize::MAX);
+        config.queue_timeout = self.queue_timeout;
+        config.client_rate = client_rate(self.client_rate_limit, self.client_rate_burst)?;
+        config.circuit = (self.circuit_threshold, self.circuit_cooldown);
+        config.upstream_check_interval = self.upstream_check_interval;
+        config.balance_interval = self.balance_interval;
+        Ok(config)
+    }
 }
 
 /// The per-client rate limit from `CLIENT_RATE_LIMIT` (requests per second,

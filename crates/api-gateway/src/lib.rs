@@ -40,14 +40,14 @@ use std::time::Duration;
 
 use automation_health::HealthChecker;
 use automation_proto::v1::{self, api_gateway_server::ApiGatewayServer};
-use automation_telemetry::auth::BearerAuth;
-use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
-use automation_telemetry::serve::connection::ConnectionLimits;
-use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use automation_runtime::binary::ServiceError;
+use automation_runtime::config::ServiceConfig;
+use automation_runtime::serve::{Extra, Listeners, ServeError};
+use automation_runtime::service::{Running, Runtime};
+use automation_telemetry::reporter::{LiveState, ReporterError};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::ServerTlsConfig;
 
 use crate::circuit::CircuitBreaker;
 use crate::limits::{ClientLimits, Concurrency};
@@ -55,11 +55,11 @@ use crate::pricing::Models;
 pub use crate::server::Gateway;
 use crate::upstream::{ApiKey, Upstream, UpstreamConfig};
 
-/// Everything [`run`] needs besides its listeners.
+/// Everything [`start`] needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This instance's `component_instance`.
-    pub instance: String,
+    /// What every service's configuration holds.
+    pub service: ServiceConfig,
     /// The upstream and its time limits and retries.
     pub upstream: UpstreamConfig,
     /// The DeepSeek key.
@@ -78,25 +78,13 @@ pub struct Config {
     pub upstream_check_interval: Duration,
     /// How often the balance is read.
     pub balance_interval: Duration,
-    /// Where events go; `None` reports nothing (tests).
-    pub reporter: Option<ReporterConfig>,
-    /// gRPC bearer tokens.
-    pub auth: BearerAuth,
-    /// TLS for the gRPC listener.
-    pub tls: Option<ServerTlsConfig>,
-    /// After shutdown begins, how long to stay up unready.
-    pub shutdown_delay: Duration,
-    /// Then how long in-flight work may take.
-    pub shutdown_grace: Duration,
-    /// What one gRPC connection may hold, and for how long.
-    pub connections: ConnectionLimits,
 }
 
 impl Config {
     /// Defaults for `base_url` with `key`.
     pub fn new(instance: &str, base_url: &str, key: ApiKey) -> Self {
         Self {
-            instance: instance.to_owned(),
+            service: ServiceConfig::new(instance),
             upstream: UpstreamConfig {
                 base_url: base_url.to_owned(),
                 ..UpstreamConfig::default()
@@ -109,15 +97,15 @@ impl Config {
             circuit: (5, Duration::from_secs(30)),
             upstream_check_interval: Duration::from_secs(60),
             balance_interval: Duration::from_secs(300),
-            reporter: None,
-            auth: BearerAuth::disabled(),
-            tls: None,
-            shutdown_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-            connections: ConnectionLimits::default(),
         }
     }
 }
+
+/// The gateway's name, in logs and its reports.
+pub const NAME: &str = "api-gateway";
+
+/// A running gateway.
+pub type ApiGateway = Running<Handles, Error>;
 
 /// What stops the api-gateway.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +120,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
+
+impl ServiceError for Error {}
 
 /// A running gateway's handles, for the stack and tests.
 #[derive(Debug, Clone)]
@@ -176,24 +166,25 @@ impl LiveState for Live {
     }
 }
 
-/// Serves until `shutdown` is cancelled, then shuts down gracefully:
-/// unready, in-flight requests drained within the grace period, goodbye said.
-pub async fn run(
+/// Starts serving on `listeners`, until `shutdown` is cancelled; then it
+/// shuts down gracefully: unready, in-flight requests drained within the
+/// grace period, goodbye said.
+pub async fn start(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    started: Option<tokio::sync::oneshot::Sender<Handles>>,
-) -> Result<(), Error> {
+) -> Result<ApiGateway, Error> {
     upstream::install_crypto();
     let live = Arc::new(Live {
         gateway: Mutex::new(None),
     });
-    let reporter = config
-        .reporter
-        .clone()
-        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
-        .transpose()?;
+    let runtime = Runtime::start(
+        NAME,
+        &config.service,
+        Arc::clone(&live) as Arc<dyn LiveState>,
+    )?;
     let upstream = Upstream::new(config.upstream.clone(), config.key.clone())?;
+    let auth = config.service.auth.clone();
     let gateway = Arc::new(Gateway {
         upstream,
         models: config.models.clone(),
@@ -201,10 +192,10 @@ pub async fn run(
             Some((rate, burst)) => ClientLimits::new(rate, burst),
             None => ClientLimits::unlimited(),
         },
-        tokens_verified: config.auth.enabled(),
+        tokens_verified: auth.enabled(),
         concurrency: Concurrency::new(config.max_concurrent, config.queue_timeout),
         circuit: CircuitBreaker::new(config.circuit.0, config.circuit.1),
-        reporter: reporter.clone(),
+        reporter: runtime.reporter().cloned(),
         balance: Mutex::new(None),
     });
     *live.gateway.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&gateway));
@@ -213,34 +204,33 @@ pub async fn run(
     // upstream); the health check reads its last result.
     let upstream_state: Arc<Mutex<Result<(), String>>> =
         Arc::new(Mutex::new(Err("not checked yet".to_owned())));
-    let background = CancellationToken::new();
-    spawn_upstream_checks(&gateway, &config, &upstream_state, &background);
+    spawn_upstream_checks(&gateway, &config, &upstream_state, &runtime.background());
 
-    let health = HealthChecker::builder("api-gateway")
-        .required("api_key", {
-            let key = config.key.clone();
-            move || {
-                let key = key.clone();
-                async move {
-                    match key.get() {
-                        Some(_) => Ok(()),
-                        None => Err(key.describe()),
+    let health = runtime.health(
+        HealthChecker::builder(NAME)
+            .required("api_key", {
+                let key = config.key.clone();
+                move || {
+                    let key = key.clone();
+                    async move {
+                        match key.get() {
+                            Some(_) => Ok(()),
+                            None => Err(key.describe()),
+                        }
                     }
                 }
-            }
-        })
-        .dependency("upstream", {
-            let state = Arc::clone(&upstream_state);
-            move || {
-                let result = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                async move { result }
-            }
-        });
-    let health = Reporter::watched_by(reporter.as_ref(), health).build();
-    health.spawn(background.clone());
+            })
+            .dependency("upstream", {
+                let state = Arc::clone(&upstream_state);
+                move || {
+                    let result = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    async move { result }
+                }
+            }),
+    );
     {
         let gateway = Arc::clone(&gateway);
-        let stop = background.clone();
+        let stop = runtime.background();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
@@ -256,45 +246,28 @@ pub async fn run(
         .max_decoding_message_size(server::MAX_REQUEST_BYTES);
     let routes = Routes::new(InterceptedService::new(
         server::SizeLimited::new(service, Arc::clone(&gateway)),
-        config.auth.clone(),
+        auth.clone(),
     ))
     .prepare();
-    let options = ServeOptions {
-        service: "api-gateway".to_owned(),
-        auth: config.auth.clone(),
-        tls: config.tls.clone(),
-        shutdown_delay: config.shutdown_delay,
-        shutdown_grace: config.shutdown_grace,
-        connections: config.connections,
-    };
+    let openai = openai::router(
+        Arc::clone(&gateway),
+        auth,
+        config.service.connections.request_body_timeout,
+    );
     let handles = Handles {
-        gateway: Arc::clone(&gateway),
+        gateway,
         health: health.clone(),
     };
-    let served = serve(
-        options,
+    runtime.serve(
         &health,
         routes,
-        openai::router(
-            Arc::clone(&gateway),
-            config.auth.clone(),
-            config.connections.request_body_timeout,
-        ),
+        openai,
         listeners,
+        Extra::default(),
         shutdown,
-        move || {
-            if let Some(tx) = started {
-                let _ = tx.send(handles);
-            }
-        },
+        handles,
+        async {},
     )
-    .await;
-    background.cancel();
-    if let Some(reporter) = reporter {
-        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
-    }
-    tracing::info!("api-gateway stopped");
-    Ok(served?)
 }
 
 /// Beyond connecting, how long `/models` or the balance may take.

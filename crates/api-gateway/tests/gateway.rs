@@ -298,7 +298,7 @@ async fn client_tokens_are_required_when_configured_but_health_stays_open() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "client-token-1\n").unwrap();
     let mut c = config(&upstream);
-    c.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    c.service.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
     let mut gw = Gateway::start(c).await;
     let missing = gw.chat("x").await.unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
@@ -754,7 +754,7 @@ async fn with_client_tokens_each_verified_token_has_its_own_rate_limit() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "token-a\ntoken-b\n").unwrap();
     let mut c = config(&upstream);
-    c.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    c.service.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
     c.client_rate = Some((0.1, 2));
     let mut gw = Gateway::start(c).await;
     chat_as(&mut gw, "token-a").await.unwrap();

@@ -23,7 +23,7 @@ fn labels(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static
 fn with_tokens(config: &mut automation_api_gateway::Config, dir: &tempfile::TempDir) {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
-    config.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
+    config.service.auth = BearerAuth::from_file(Some(&tokens)).unwrap();
 }
 
 #[tokio::test]

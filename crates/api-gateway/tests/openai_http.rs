@@ -162,7 +162,7 @@ async fn an_oversized_body_is_413_whether_declared_or_streamed() {
 async fn a_body_that_never_arrives_whole_is_408() {
     let upstream = FakeUpstream::start().await;
     let mut c = config(&upstream);
-    c.connections.request_body_timeout = Duration::from_millis(300);
+    c.service.connections.request_body_timeout = Duration::from_millis(300);
     let gw = Gateway::start(c).await;
     let mut stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     stream

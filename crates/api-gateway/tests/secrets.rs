@@ -89,7 +89,7 @@ impl Gateway {
 
 fn config(upstream: &FakeUpstream, key: &str) -> Config {
     let mut config = Config::new("secrets", &upstream.base_url(), ApiKey::value(key.into()));
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.upstream.max_attempts = 2;
     config.upstream.backoff_base = Duration::from_millis(5);
     config.upstream.idle_timeout = Duration::from_millis(300);

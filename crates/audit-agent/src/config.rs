@@ -5,7 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
+use std::path::Path;
+
+use automation_runtime::binary::ServiceCli;
+use automation_runtime::config::{
+    CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
+};
+
+use crate::coverage::Format;
+use crate::store::{self, StoreError};
+use crate::{Config, NAME};
 
 /// `audit-agent`.
 #[derive(Debug, clap::Parser)]
@@ -24,6 +33,9 @@ pub struct Cli {
     /// HTTP admin listen address (/health, /ready).
     #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9402")]
     pub http_listen: SocketAddr,
+    /// The git repository to audit (its working tree).
+    #[arg(long, env = "REPO_PATH", default_value = ".")]
+    pub repo_path: PathBuf,
     /// The SQLite database holding the audit history.
     #[arg(
         long,
@@ -38,6 +50,25 @@ pub struct Cli {
     pub reporter: ReporterArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+}
+
+impl ServiceCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn listen(&self) -> (SocketAddr, SocketAddr) {
+        (self.grpc_listen, self.http_listen)
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let service = cli.common.service_config(NAME, Some(&cli.reporter))?;
+        cli.audit.config(service, cli.repo_path, cli.database_path)
+    }
 }
 
 /// Database maintenance.
@@ -58,12 +89,30 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Backs the database at `database` up, or restores it; what was done,
+    /// in one line.
+    pub fn run(&self, database: &Path) -> Result<String, StoreError> {
+        let (copied, done) = match self {
+            Self::Backup { to } => (
+                store::backup(database, to)?,
+                format!("backed up {} to {}", database.display(), to.display()),
+            ),
+            Self::Restore { from } => (
+                store::restore(from, database)?,
+                format!("restored {} from {}", database.display(), from.display()),
+            ),
+        };
+        Ok(format!(
+            "{done} (schema version {}, {} reports)",
+            copied.schema_version, copied.reports
+        ))
+    }
+}
+
 /// What to audit and when.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditArgs {
-    /// The git repository to audit (its working tree).
-    #[arg(long, env = "REPO_PATH", default_value = ".")]
-    pub repo_path: PathBuf,
     /// Audit this often; 0 audits on request only.
     #[arg(long, env = "AUDIT_INTERVAL", value_parser = parse_duration, default_value = "5m")]
     pub audit_interval: Duration,
@@ -94,4 +143,34 @@ pub struct AuditArgs {
     /// How long to wait for a database another process has locked.
     #[arg(long, env = "DATABASE_BUSY_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub database_busy_timeout: Duration,
+}
+
+impl AuditArgs {
+    /// The audit-agent's configuration: `service`, auditing `repo` with
+    /// its history in `database`, as these flags say. A repository that is
+    /// not a directory or a bad glob is refused, naming it.
+    pub fn config(
+        &self,
+        service: ServiceConfig,
+        repo: PathBuf,
+        database: PathBuf,
+    ) -> Result<Config, String> {
+        if !repo.is_dir() {
+            return Err(format!("REPO_PATH {} is not a directory", repo.display()));
+        }
+        for glob in &self.markdown_globs {
+            globset::Glob::new(glob).map_err(|e| format!("MARKDOWN_GLOBS: {glob:?}: {e}"))?;
+        }
+        let mut config = Config::new(&service.instance, repo, database);
+        config.service = service;
+        config.audit.coverage_path = self.coverage_path.clone();
+        config.audit.coverage_format = self.coverage_format.as_deref().and_then(Format::parse);
+        config.audit.markdown.globs = self.markdown_globs.clone();
+        config.audit.analysis_timeout = self.analysis_timeout;
+        config.audit.keep_reports = self.keep_reports;
+        config.database_busy_timeout = self.database_busy_timeout;
+        config.interval = (!self.audit_interval.is_zero()).then_some(self.audit_interval);
+        config.audit_on_start = !self.skip_startup_audit;
+        Ok(config)
+    }
 }

@@ -34,25 +34,25 @@ use std::time::Duration;
 use automation_async_bridge::Bridge;
 use automation_health::HealthChecker;
 use automation_proto::v1::audit_agent_server::AuditAgentServer;
-use automation_telemetry::auth::BearerAuth;
-use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
-use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
-use automation_telemetry::serve::connection::ConnectionLimits;
-use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use automation_runtime::binary::ServiceError;
+use automation_runtime::config::{ServiceConfig, usable_directory};
+use automation_runtime::serve::{Extra, Listeners, ServeError};
+use automation_runtime::service::{Running, Runtime};
+use automation_telemetry::bridge::BridgeLiveState;
+use automation_telemetry::reporter::ReporterError;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::ServerTlsConfig;
 
 pub use crate::audit::{AuditConfig, Auditor};
 use crate::engine::EngineHandle;
 use crate::store::{Store, StoreError};
 
-/// Everything [`run`] needs besides its listeners.
+/// Everything [`start`] needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This instance's `component_instance`.
-    pub instance: String,
+    /// What every service's configuration holds.
+    pub service: ServiceConfig,
     /// What an audit looks at.
     pub audit: AuditConfig,
     /// The SQLite file.
@@ -63,39 +63,27 @@ pub struct Config {
     pub interval: Option<Duration>,
     /// Audit once at start.
     pub audit_on_start: bool,
-    /// Where events go; `None` reports nothing (tests).
-    pub reporter: Option<ReporterConfig>,
-    /// gRPC bearer tokens.
-    pub auth: BearerAuth,
-    /// TLS for the gRPC listener.
-    pub tls: Option<ServerTlsConfig>,
-    /// After shutdown begins, how long to stay up unready.
-    pub shutdown_delay: Duration,
-    /// Then how long in-flight work may take.
-    pub shutdown_grace: Duration,
-    /// What one gRPC connection may hold, and for how long.
-    pub connections: ConnectionLimits,
 }
 
 impl Config {
     /// Defaults: audit `repo` every 5 minutes and at start, history in `database`.
     pub fn new(instance: &str, repo: PathBuf, database: PathBuf) -> Self {
         Self {
-            instance: instance.to_owned(),
+            service: ServiceConfig::new(instance),
             audit: AuditConfig::new(repo),
             database,
             database_busy_timeout: Duration::from_secs(5),
             interval: Some(Duration::from_secs(300)),
             audit_on_start: true,
-            reporter: None,
-            auth: BearerAuth::disabled(),
-            tls: None,
-            shutdown_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-            connections: ConnectionLimits::default(),
         }
     }
 }
+
+/// The audit-agent's name, in logs and its reports.
+pub const NAME: &str = "audit-agent";
+
+/// A running audit-agent.
+pub type AuditAgent = Running<Handles, Error>;
 
 /// What stops the audit-agent.
 #[derive(Debug, thiserror::Error)]
@@ -122,11 +110,11 @@ pub enum Error {
     Serve(#[from] ServeError),
 }
 
-impl Error {
+impl ServiceError for Error {
     /// Whether this is bad configuration (DESIGN §3, §7: exit code 64): a
     /// repository path that cannot be used, a database of a newer version
     /// or of another application, a reporter that cannot be set up.
-    pub fn is_configuration(&self) -> bool {
+    fn is_configuration(&self) -> bool {
         match self {
             Self::Repository { .. } => true,
             Self::Database(e) => e.is_fatal(),
@@ -145,17 +133,6 @@ pub struct Handles {
     pub health: HealthChecker,
 }
 
-/// The heartbeat's live values: the bridge gauges.
-struct Live {
-    bridge: BridgeLiveState,
-}
-
-impl LiveState for Live {
-    fn fill(&self, heartbeat: &mut automation_proto::v1::Heartbeat) {
-        self.bridge.fill(heartbeat);
-    }
-}
-
 /// How long a health check of the repository or the database may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,50 +140,27 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// before the goodbye; what it cannot is sent at the next start.
 const OUTBOX_FLUSH: Duration = Duration::from_secs(5);
 
-/// Audits and serves until `shutdown` is cancelled, then shuts down
-/// gracefully: unready, requests drained, the audit in progress finished,
-/// goodbye said.
-pub async fn run(
+/// Starts auditing and serving on `listeners`, until `shutdown` is
+/// cancelled; then it shuts down gracefully: unready, requests drained, the
+/// audit in progress finished, the outbox flushed, goodbye said.
+pub async fn start(
     mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    started: Option<tokio::sync::oneshot::Sender<Handles>>,
-) -> Result<(), Error> {
+) -> Result<AuditAgent, Error> {
     // Absolute, but with symbolic links kept: each audit follows a root that
     // is a link (git-sync publishes each checkout by swapping one) to
     // whatever it leads to then.
-    let root = std::path::absolute(&config.audit.root).map_err(|e| Error::Repository {
+    let root = usable_directory(&config.audit.root).map_err(|reason| Error::Repository {
         path: config.audit.root.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
-    if let Err(e) = std::fs::metadata(&root) {
-        return Err(Error::Repository {
-            path: config.audit.root.clone(),
-            reason: e.to_string(),
-        });
-    }
-    if !root.is_dir() {
-        return Err(Error::Repository {
-            path: config.audit.root.clone(),
-            reason: "not a directory".to_owned(),
-        });
-    }
     config.audit.root = root.clone();
 
     let builder = Bridge::builder().thread_name("audit-agent-bridge");
-    let live = Arc::new(Live {
-        bridge: BridgeLiveState::new(builder.gauges()),
-    });
-    let reporter = config
-        .reporter
-        .clone()
-        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
-        .transpose()?;
-    let observer = ReportingObserver::unattached();
-    if let Some(reporter) = &reporter {
-        let _ = observer.attach(reporter.clone());
-    }
-    let bridge = builder.observer(observer).build()?;
+    let live = Arc::new(BridgeLiveState::new(builder.gauges()));
+    let runtime = Runtime::start(NAME, &config.service, live)?;
+    let bridge = runtime.bridge(builder)?;
 
     // A newer or foreign database stops us here, untouched; a locked or
     // corrupt one leaves us running, unready, retrying at every audit.
@@ -223,46 +177,42 @@ pub async fn run(
     match connected {
         Ok(Ok(())) => {}
         Ok(Err(e)) if e.is_fatal() => {
-            if let Some(reporter) = reporter {
-                reporter
-                    .shutdown("refused the database", Duration::from_secs(2))
-                    .await;
-            }
+            runtime.abandon("refused the database").await;
             return Err(Error::Database(e));
         }
         Ok(Err(e)) => tracing::error!(error = %e, "the database cannot be used yet"),
         Err(e) => tracing::error!(error = %e, "opening the database"),
     }
 
-    let health = HealthChecker::builder("audit-agent")
-        .required("repository", {
-            let (bridge, root) = (bridge.clone(), root.clone());
-            move || {
+    let health = runtime.health(
+        HealthChecker::builder(NAME)
+            .required("repository", {
                 let (bridge, root) = (bridge.clone(), root.clone());
-                async move {
-                    audit::blocking(&bridge, CHECK_TIMEOUT, move || git::open(&root).map(drop))
-                        .await
+                move || {
+                    let (bridge, root) = (bridge.clone(), root.clone());
+                    async move {
+                        audit::blocking(&bridge, CHECK_TIMEOUT, move || git::open(&root).map(drop))
+                            .await
+                    }
                 }
-            }
-        })
-        .required("database", {
-            let (bridge, store) = (bridge.clone(), Arc::clone(&store));
-            move || {
+            })
+            .required("database", {
                 let (bridge, store) = (bridge.clone(), Arc::clone(&store));
-                async move {
-                    audit::blocking(&bridge, CHECK_TIMEOUT, move || store.check_writable()).await
+                move || {
+                    let (bridge, store) = (bridge.clone(), Arc::clone(&store));
+                    async move {
+                        audit::blocking(&bridge, CHECK_TIMEOUT, move || store.check_writable())
+                            .await
+                    }
                 }
-            }
-        });
-    let health = Reporter::watched_by(reporter.as_ref(), health).build();
-    let background = CancellationToken::new();
-    health.spawn(background.clone());
+            }),
+    );
 
     let auditor = Arc::new(Auditor::new(
         config.audit.clone(),
         Arc::clone(&store),
         bridge.clone(),
-        reporter.clone(),
+        runtime.reporter().cloned(),
     ));
     // At once: batches a previous run left (killed before they were
     // acknowledged) are sent before any new audit's.
@@ -284,56 +234,38 @@ pub async fn run(
 
     let routes = Routes::new(InterceptedService::new(
         AuditAgentServer::new(server::AuditAgentService::new(engine.clone(), auditor)),
-        config.auth.clone(),
+        config.service.auth.clone(),
     ))
     .prepare();
-    let options = ServeOptions {
-        service: "audit-agent".to_owned(),
-        auth: config.auth.clone(),
-        tls: config.tls.clone(),
-        shutdown_delay: config.shutdown_delay,
-        shutdown_grace: config.shutdown_grace,
-        connections: config.connections,
-    };
     let handles = Handles {
         engine,
         health: health.clone(),
     };
-    let served = serve(
-        options,
+    let grace = config.service.shutdown_grace;
+    let drain = async move {
+        engine_stop.cancel();
+        if tokio::time::timeout(grace, engine_task).await.is_err() {
+            tracing::warn!("the audit in progress did not finish within the grace period");
+        }
+        // Before the goodbye: a batch after it would make the instance look
+        // alive again.
+        outbox_stop.cancel();
+        if let Some(task) = outbox_task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(OUTBOX_FLUSH, task).await.is_err() {
+                abort.abort();
+                tracing::info!("outbox batches left for the next start");
+            }
+        }
+    };
+    runtime.serve(
         &health,
         routes,
         axum::Router::new(),
         listeners,
+        Extra::default(),
         shutdown,
-        move || {
-            if let Some(tx) = started {
-                let _ = tx.send(handles);
-            }
-        },
+        handles,
+        drain,
     )
-    .await;
-    engine_stop.cancel();
-    if tokio::time::timeout(config.shutdown_grace, engine_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the audit in progress did not finish within the grace period");
-    }
-    // Before the goodbye: a batch after it would make the instance look
-    // alive again.
-    outbox_stop.cancel();
-    if let Some(task) = outbox_task {
-        let abort = task.abort_handle();
-        if tokio::time::timeout(OUTBOX_FLUSH, task).await.is_err() {
-            abort.abort();
-            tracing::info!("outbox batches left for the next start");
-        }
-    }
-    if let Some(reporter) = reporter {
-        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
-    }
-    background.cancel();
-    tracing::info!("audit-agent stopped");
-    Ok(served?)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use automation_audit_agent::{Config, Handles, run};
+use automation_audit_agent::{Config, Handles, start};
 use automation_proto::v1::audit_agent_client::AuditAgentClient;
 use automation_proto::v1::{self, AuditReport, AuditResult, Marker};
 use automation_telemetry::reporter::ReporterConfig;
@@ -30,7 +30,7 @@ fn config(repo: &Path, database: &Path) -> Config {
     let mut config = Config::new("aa-test", repo.to_path_buf(), database.to_path_buf());
     config.interval = None;
     config.audit_on_start = false;
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.database_busy_timeout = Duration::from_millis(200);
     config
 }
@@ -39,7 +39,7 @@ fn reporting(config: &mut Config, endpoint: String) {
     let mut rc = ReporterConfig::new(endpoint, "audit-agent", "aa-test", "1.0");
     rc.heartbeat_interval = Duration::from_millis(200);
     rc.batch_max_delay = Duration::from_millis(20);
-    config.reporter = Some(rc);
+    config.service.reporter = Some(rc);
 }
 
 impl Agent {
@@ -50,8 +50,7 @@ impl Agent {
     /// Starts the agent; the error if it refuses to.
     async fn try_start(config: Config) -> Result<Self, automation_audit_agent::Error> {
         let service =
-            service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
-                .await?;
+            service::start(|listeners, shutdown| start(config, listeners, shutdown)).await?;
         let client = AuditAgentClient::connect(service.endpoint()).await.unwrap();
         Ok(Self {
             client,
@@ -91,7 +90,7 @@ impl Agent {
     }
 
     async fn stop(self) {
-        self.service.stop().await.unwrap();
+        service::stop(self.service).await.unwrap();
     }
 }
 

@@ -1,17 +1,15 @@
 //! The `audit-agent` binary as an operator runs it: bad configuration, the
 //! database backup and restore commands, and `kill -9` at any moment.
 
-use automation_testkit::binary::refuses;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use automation_audit_agent::{Config, run};
+use automation_audit_agent::{Config, start};
 use automation_proto::v1::audit_agent_client::AuditAgentClient;
 use automation_proto::v1::{self, AuditReport};
-use automation_telemetry::serve::Listeners;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use automation_testkit::binary::refuses;
+use automation_testkit::service;
 
 const BIN: &str = env!("CARGO_BIN_EXE_audit-agent");
 
@@ -117,23 +115,11 @@ async fn audit(repo: &Path, database: &Path, commits: &[u32]) -> Vec<AuditReport
     let mut config = Config::new("bin-test", repo.to_path_buf(), database.to_path_buf());
     config.interval = None;
     config.audit_on_start = false;
-    config.shutdown_delay = std::time::Duration::ZERO;
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(
-        config,
-        Listeners { grpc, http },
-        shutdown.clone(),
-        None,
-    ));
-    let mut client = loop {
-        match AuditAgentClient::connect(format!("http://{addr}")).await {
-            Ok(client) => break client,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    };
+    config.service.shutdown_delay = std::time::Duration::ZERO;
+    let agent = service::start(|listeners, shutdown| start(config, listeners, shutdown))
+        .await
+        .expect("the audit-agent starts");
+    let mut client = AuditAgentClient::connect(agent.endpoint()).await.unwrap();
     let mut reports = Vec::new();
     for n in commits {
         commit(repo, *n);
@@ -145,8 +131,7 @@ async fn audit(repo: &Path, database: &Path, commits: &[u32]) -> Vec<AuditReport
                 .into_inner(),
         );
     }
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    service::stop(agent).await.unwrap();
     reports
 }
 

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_telemetry::config::{CommonArgs, parse_duration, parse_interval};
+use automation_runtime::binary::ServiceCli;
+use automation_runtime::config::{CommonArgs, parse_duration, parse_interval};
 
 use crate::state::Limits;
+use crate::{Config, NAME};
 
 /// `collector [catalog]`.
 #[derive(Debug, clap::Parser)]
@@ -36,6 +38,30 @@ pub struct Cli {
     pub common: CommonArgs,
     #[command(flatten)]
     pub collector: CollectorArgs,
+}
+
+impl ServiceCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn listen(&self) -> (SocketAddr, SocketAddr) {
+        (self.grpc_listen, self.http_listen)
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let service = cli.common.service_config(NAME, None)?;
+        let mut config = Config::new(&service.instance);
+        config.service = service;
+        cli.collector.apply(&mut config);
+        config.otlp_grpc = cli.otlp_grpc_listen.0;
+        config.otlp_http = cli.otlp_http_listen.0;
+        Ok(config)
+    }
 }
 
 /// A listen address, or none (`off`).
@@ -112,6 +138,14 @@ pub struct CollectorArgs {
 }
 
 impl CollectorArgs {
+    /// Sets what these flags say in `config`.
+    pub fn apply(&self, config: &mut Config) {
+        config.limits = self.limits();
+        config.max_concurrent_pushes = self.max_concurrent_pushes;
+        config.max_pushes_per_connection = self.max_pushes_per_connection;
+        config.sweep_interval = self.sweep_interval;
+    }
+
     /// The limits these flags set.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -128,5 +162,61 @@ impl CollectorArgs {
             max_otlp_series: self.max_otlp_series,
             max_silence: self.max_silence,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("collector").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_libraries() {
+        let from_flags = config(&["--instance", "c-1"]).unwrap();
+        let mut expected = Config::new("c-1");
+        expected.otlp_grpc = Some("0.0.0.0:4317".parse().unwrap());
+        expected.otlp_http = Some("0.0.0.0:4318".parse().unwrap());
+        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn flags_set_the_configuration() {
+        let config = config(&[
+            "--instance",
+            "c-2",
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "127.0.0.1:14318",
+            "--max-concurrent-pushes",
+            "8",
+            "--max-batch-events",
+            "7",
+            "--sweep-interval",
+            "250ms",
+            "--shutdown-delay",
+            "0s",
+        ])
+        .unwrap();
+        assert_eq!(config.service.instance, "c-2");
+        assert_eq!(config.otlp_grpc, None);
+        assert_eq!(config.otlp_http, Some("127.0.0.1:14318".parse().unwrap()));
+        assert_eq!(config.max_concurrent_pushes, 8);
+        assert_eq!(config.limits.max_batch_events, 7);
+        assert_eq!(config.sweep_interval, Duration::from_millis(250));
+        assert_eq!(config.service.shutdown_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn an_unreadable_token_file_is_refused_by_name() {
+        let error = config(&["--auth-token-file", "/nonexistent/tokens"]).unwrap_err();
+        assert!(error.contains("/nonexistent/tokens"), "{error}");
     }
 }

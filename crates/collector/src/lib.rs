@@ -30,21 +30,20 @@ use std::time::Duration;
 
 use automation_health::HealthChecker;
 use automation_proto::v1::{Event, Heartbeat, event::Payload};
-use automation_telemetry::auth::BearerAuth;
+use automation_runtime::config::ServiceConfig;
+use automation_runtime::serve::{Extra, Listeners, listen};
+use automation_runtime::service::{Running, Runtime};
 use automation_telemetry::sampler::Sampler;
-use automation_telemetry::serve::connection::ConnectionLimits;
-use automation_telemetry::serve::{Extra, Listeners, ServeOptions, listen, serve_with};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::ServerTlsConfig;
 
 pub use state::{Limits, State};
 
-/// Everything [`run`] needs besides its listeners.
+/// Everything [`start`] needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This collector's `component_instance`.
-    pub instance: String,
+    /// What every service's configuration holds.
+    pub service: ServiceConfig,
     /// Its version, in `automation_component_info`.
     pub version: String,
     /// Limits and timings.
@@ -53,50 +52,35 @@ pub struct Config {
     pub max_concurrent_pushes: usize,
     /// Of those, how many one connection may hold.
     pub max_pushes_per_connection: usize,
-    /// What one gRPC connection may hold, and for how long.
-    pub connections: ConnectionLimits,
     /// Where OTLP/gRPC is served besides the gRPC port (4317), if anywhere.
     pub otlp_grpc: Option<SocketAddr>,
     /// Where OTLP/HTTP (`POST /v1/metrics`) is served (4318), if anywhere.
     pub otlp_http: Option<SocketAddr>,
-    /// gRPC bearer tokens.
-    pub auth: BearerAuth,
-    /// TLS for the gRPC listener.
-    pub tls: Option<ServerTlsConfig>,
     /// How often silent instances are looked for.
     pub sweep_interval: Duration,
     /// How often the collector samples its own process.
     pub self_interval: Duration,
-    /// After shutdown begins, how long to stay up unready.
-    pub shutdown_delay: Duration,
-    /// Then how long in-flight work may take.
-    pub shutdown_grace: Duration,
 }
 
 impl Config {
     /// Defaults for a collector named `instance`.
     pub fn new(instance: &str) -> Self {
         Self {
-            instance: instance.to_owned(),
+            service: ServiceConfig::new(instance),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             limits: Limits::default(),
             max_concurrent_pushes: 1_024,
             max_pushes_per_connection: 16,
-            connections: ConnectionLimits::default(),
             otlp_grpc: None,
             otlp_http: None,
-            auth: BearerAuth::disabled(),
-            tls: None,
             sweep_interval: Duration::from_secs(1),
             self_interval: Duration::from_secs(10),
-            shutdown_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
 
 /// What can stop the collector.
-pub type Error = automation_telemetry::serve::ServeError;
+pub type Error = automation_runtime::serve::ServeError;
 
 /// A running collector's handles, for the stack and tests.
 #[derive(Debug, Clone)]
@@ -111,25 +95,32 @@ pub struct Handles {
     pub otlp_http: Option<SocketAddr>,
 }
 
-/// Serves gRPC and HTTP on `listeners` until `shutdown` is cancelled,
-/// then shuts down gracefully: unready at once, up for `shutdown_delay`, then
-/// drains within `shutdown_grace`. `started` receives the handles once serving.
-pub async fn run(
+/// The collector's name, in logs and its own series.
+pub const NAME: &str = "collector";
+
+/// A running collector.
+pub type Collector = Running<Handles, Error>;
+
+/// Starts serving gRPC and HTTP on `listeners`, until `shutdown` is
+/// cancelled; then it shuts down gracefully: unready at once, up for the
+/// shutdown delay, then drains within the grace period.
+pub async fn start(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    started: Option<tokio::sync::oneshot::Sender<Handles>>,
-) -> Result<(), Error> {
-    let state = State::new(config.limits.clone(), &config.instance, &config.version);
-    let health = HealthChecker::builder("collector").build();
-    let starting = health.startup_guard("listeners");
-    let background = CancellationToken::new();
-    health.spawn(background.clone());
+) -> Result<Collector, Error> {
+    let runtime = Runtime::unreported(NAME, &config.service);
+    let state = State::new(
+        config.limits.clone(),
+        &config.service.instance,
+        &config.version,
+    );
+    let health = runtime.health(HealthChecker::builder(NAME));
     tokio::spawn(maintain(
         Arc::clone(&state),
         config.sweep_interval,
         config.self_interval,
-        background.clone(),
+        runtime.background(),
     ));
 
     // One gate for every door, so pushes over any of them share the slots.
@@ -137,16 +128,17 @@ pub async fn run(
         config.max_concurrent_pushes,
         config.max_pushes_per_connection,
     );
+    let auth = &config.service.auth;
     let max_decoding = config.limits.max_batch_bytes.saturating_mul(4);
     let routes = Routes::new(server::grpc_service(
         Arc::clone(&state),
-        config.auth.clone(),
+        auth.clone(),
         max_decoding,
         Arc::clone(&gate),
     ))
     .add_service(otlp::grpc_service(
         Arc::clone(&state),
-        config.auth.clone(),
+        auth.clone(),
         max_decoding,
         Arc::clone(&gate),
     ));
@@ -162,46 +154,29 @@ pub async fn run(
         otlp_http = listener.local_addr().ok();
         let router = otlp::http_router(
             Arc::clone(&state),
-            config.auth.clone(),
+            auth.clone(),
             gate,
             max_decoding,
-            config.connections.request_body_timeout,
+            config.service.connections.request_body_timeout,
         );
         extra.http.push((listener, router));
     }
-    let options = ServeOptions {
-        service: "collector".to_owned(),
-        auth: config.auth.clone(),
-        tls: config.tls.clone(),
-        shutdown_delay: config.shutdown_delay,
-        shutdown_grace: config.shutdown_grace,
-        connections: config.connections,
-    };
     let handles = Handles {
         state: Arc::clone(&state),
         health: health.clone(),
         otlp_grpc,
         otlp_http,
     };
-    let served = serve_with(
-        options,
+    runtime.serve(
         &health,
         routes,
-        server::metrics_router(Arc::clone(&state)),
+        server::metrics_router(state),
         listeners,
         extra,
         shutdown,
-        move || {
-            drop(starting);
-            if let Some(tx) = started {
-                let _ = tx.send(handles);
-            }
-        },
+        handles,
+        async {},
     )
-    .await;
-    background.cancel();
-    tracing::info!("collector stopped");
-    served
 }
 
 /// The collector's own upkeep: liveness sweeps, histogram upkeep and its own

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use automation_proto::v1::collector_server::{Collector, CollectorServer};
 use automation_proto::v1::{EventBatch, PushResponse};
+use automation_runtime::serve::connection::peer_of;
 use automation_telemetry::auth::{BearerAuth, Binding};
-use automation_telemetry::serve::connection::peer_of;
 use axum::extract::State as AxumState;
 use axum::http::header;
 use axum::response::IntoResponse;

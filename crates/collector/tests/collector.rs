@@ -942,7 +942,7 @@ async fn with_auth_on_only_known_tokens_get_in_and_health_stays_open() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "s3cret\n").unwrap();
     let mut config = config();
-    config.auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
+    config.service.auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
     let collector = TestCollector::start(config).await;
     let mut client = collector.client().await;
 

@@ -89,7 +89,7 @@ async fn grpc_status(response: h2::client::ResponseFuture) -> (i32, String) {
 async fn one_connection_with_stalled_pushes_cannot_keep_other_reporters_out() {
     let mut config = Config::new("collector-test");
     config.max_concurrent_pushes = 32;
-    config.connections.request_body_timeout = Duration::from_secs(2);
+    config.service.connections.request_body_timeout = Duration::from_secs(2);
     let collector = TestCollector::start(config).await;
 
     // One connection opens 40 pushes whose bodies never finish.
@@ -161,8 +161,8 @@ async fn closed_by_server(mut stream: TcpStream) {
 #[tokio::test]
 async fn silent_and_idle_connections_are_closed() {
     let mut config = Config::new("collector-test");
-    config.connections.handshake_timeout = Duration::from_millis(300);
-    config.connections.idle_timeout = Duration::from_millis(800);
+    config.service.connections.handshake_timeout = Duration::from_millis(300);
+    config.service.connections.idle_timeout = Duration::from_millis(800);
     let collector = TestCollector::start(config).await;
 
     // Connections that never say anything.
@@ -250,7 +250,7 @@ async fn undecodable_and_oversized_pushes_are_answered_plainly_and_counted() {
 #[tokio::test]
 async fn the_server_announces_its_stream_limit_per_connection() {
     let mut config = Config::new("collector-test");
-    config.connections.max_concurrent_streams = 30;
+    config.service.connections.max_concurrent_streams = 30;
     let collector = TestCollector::start(config).await;
     let mut sender = h2_connection(collector.grpc).await.ready().await.unwrap();
     // One finished exchange: the server's settings have arrived by then.
@@ -265,7 +265,7 @@ async fn the_server_announces_its_stream_limit_per_connection() {
 #[tokio::test]
 async fn half_handshakes_and_idle_http_connections_are_closed() {
     let mut config = Config::new("collector-test");
-    config.connections.handshake_timeout = Duration::from_millis(300);
+    config.service.connections.handshake_timeout = Duration::from_millis(300);
     let collector = TestCollector::start(config).await;
 
     let silent = TcpStream::connect(collector.http).await.expect("connect");

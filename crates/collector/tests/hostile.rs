@@ -455,7 +455,7 @@ async fn a_token_bound_to_a_component_cannot_push_as_another() {
     )
     .unwrap();
     let mut config = config();
-    config.auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
+    config.service.auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
     let collector = TestCollector::start(config).await;
     let mut client = collector.client().await;
     let push = |token: &str, source: v1::Source, payload: Payload| {

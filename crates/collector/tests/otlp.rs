@@ -154,7 +154,7 @@ async fn otlp_senders_need_a_token_bound_to_their_service() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "shop-token shop\nother-token billing\n").unwrap();
     let auth = automation_telemetry::auth::BearerAuth::from_file(Some(&tokens)).unwrap();
-    let collector = collector(|config| config.auth = auth).await;
+    let collector = collector(|config| config.service.auth = auth).await;
     let (grpc, http) = (grpc_endpoint(&collector), http_endpoint(&collector));
 
     assert_eq!(

@@ -44,7 +44,8 @@ async fn tls_clients_get_in_plain_text_does_not_and_the_reporter_delivers() {
     std::fs::write(&ca_path, cert.cert.pem()).unwrap();
 
     let mut config = Config::new("tls-collector");
-    config.tls = Some(automation_telemetry::tls::server_config(&cert_path, &key_path).unwrap());
+    config.service.tls =
+        Some(automation_telemetry::tls::server_config(&cert_path, &key_path).unwrap());
     let collector = TestCollector::start(config).await;
     let port = collector.grpc.port();
 

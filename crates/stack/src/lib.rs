@@ -5,8 +5,11 @@
 //!
 //! [`start`] binds every listener first (so a port in use is reported before
 //! anything runs), starts the collector, then the three services reporting
-//! to it. [`Stack::stop`] stops the three first, so their goodbyes reach the
+//! to it. [`config`] turns the command line into a [`StackConfig`], reusing
+//! each service's own flags. [`Stack::stop`] stops the three first, so their goodbyes reach the
 //! collector, and the collector last.
+
+pub mod config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,10 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use automation_health::{HealthChecker, HealthReport};
+use automation_runtime::serve::Listeners;
+use automation_runtime::service::Running;
 use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,19 +71,8 @@ pub struct StackConfig {
 /// What stops the stack from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A port could not be bound.
-    #[error("{service}: cannot listen for {what} on {addr}: {source}")]
-    Bind {
-        /// The service.
-        service: &'static str,
-        /// gRPC or HTTP.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A service failed to start or stopped with an error.
+    /// A service could not bind its ports, failed to start, or stopped
+    /// with an error.
     #[error("{service}: {message}")]
     Service {
         /// The service.
@@ -121,70 +112,44 @@ pub struct Stack {
 }
 
 async fn bind(service: &'static str, addresses: Addresses) -> Result<Listeners, Error> {
-    let listen = |what, addr| async move {
-        TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+    Listeners::bind(addresses.grpc, addresses.http)
+        .await
+        .map_err(|error| Error::Service {
             service,
-            what,
-            addr,
-            source,
+            message: error.to_string(),
         })
-    };
-    Ok(Listeners {
-        grpc: listen("gRPC", addresses.grpc).await?,
-        http: listen("HTTP", addresses.http).await?,
-    })
 }
 
-fn resolved(listeners: &Listeners) -> Addresses {
-    Addresses {
-        grpc: listeners
-            .grpc
-            .local_addr()
-            .expect("a bound listener has an address"),
-        http: listeners
-            .http
-            .local_addr()
-            .expect("a bound listener has an address"),
-    }
-}
-
-/// Spawns one service's `run` and waits until it serves (its handles
-/// arrive) or fails.
-async fn spawn<H, E, F>(
+/// One service's start, awaited: its [`Service`] (its end watched by a
+/// task of its own) and its handles.
+async fn launch<H, E>(
     name: &'static str,
-    listeners: Listeners,
-    run: impl FnOnce(Listeners, CancellationToken, oneshot::Sender<H>) -> F,
+    started: impl Future<Output = Result<Running<H, E>, E>>,
     health: impl FnOnce(&H) -> HealthChecker,
 ) -> Result<(Service, H), Error>
 where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display,
+    H: Clone + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
-    let addresses = resolved(&listeners);
-    let stop = CancellationToken::new();
-    let (tx, rx) = oneshot::channel();
-    let future = run(listeners, stop.clone(), tx);
-    let task = tokio::spawn(async move { future.await.map_err(|e| e.to_string()) });
-    match rx.await {
-        Ok(handles) => Ok((
-            Service {
-                name,
-                addresses,
-                health: health(&handles),
-                stop,
-                task: Some(task),
-            },
-            handles,
-        )),
-        Err(_) => Err(Error::Service {
-            service: name,
-            message: match task.await {
-                Ok(Err(message)) => message,
-                Ok(Ok(())) => "stopped before it started".to_owned(),
-                Err(e) => format!("panicked: {e}"),
-            },
-        }),
-    }
+    let running = started.await.map_err(|e| Error::Service {
+        service: name,
+        message: e.to_string(),
+    })?;
+    let addresses = Addresses {
+        grpc: running.grpc,
+        http: running.http,
+    };
+    let handles = running.handles.clone();
+    let stop = running.shutdown.clone();
+    let task = tokio::spawn(async move { running.wait().await.map_err(|e| e.to_string()) });
+    let service = Service {
+        name,
+        addresses,
+        health: health(&handles),
+        stop,
+        task: Some(task),
+    };
+    Ok((service, handles))
 }
 
 /// Starts the platform.
@@ -197,7 +162,7 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
     let mut next = || listeners.next().expect("four listeners");
 
     let collector_listeners = next();
-    let endpoint = format!("http://{}", resolved(&collector_listeners).grpc);
+    let endpoint = format!("http://{}", collector_listeners.addresses().0);
     let reporter = |service: &str, instance: &str| {
         let mut rc = ReporterConfig::new(
             endpoint.clone(),
@@ -211,61 +176,64 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
         rc.reports_spans_dropped = service == "api-gateway";
         rc
     };
-    let (collector, collector_handles) = {
-        let c = config.collector.clone();
-        spawn(
-            "collector",
+    let (collector, collector_handles) = launch(
+        "collector",
+        automation_collector::start(
+            config.collector.clone(),
             collector_listeners,
-            move |l, stop, tx| automation_collector::run(c, l, stop, Some(tx)),
-            |h: &automation_collector::Handles| h.health.clone(),
-        )
-        .await?
-    };
+            CancellationToken::new(),
+        ),
+        |h: &automation_collector::Handles| h.health.clone(),
+    )
+    .await?;
 
     let watcher_listeners = next();
     let (audit_listeners, gateway_listeners) = (next(), next());
-    let gateway_endpoint = format!("http://{}", resolved(&gateway_listeners).grpc);
+    let gateway_endpoint = format!("http://{}", gateway_listeners.addresses().0);
 
-    config.gateway.reporter = Some(reporter("api-gateway", &config.gateway.instance));
-    let (gateway, _) = {
-        let c = config.gateway.clone();
-        spawn(
-            "api-gateway",
+    let gateway_config = &mut config.gateway.service;
+    gateway_config.reporter = Some(reporter("api-gateway", &gateway_config.instance));
+    let (gateway, _) = launch(
+        "api-gateway",
+        automation_api_gateway::start(
+            config.gateway.clone(),
             gateway_listeners,
-            move |l, stop, tx| automation_api_gateway::run(c, l, stop, Some(tx)),
-            |h: &automation_api_gateway::Handles| h.health.clone(),
-        )
-        .await?
-    };
+            CancellationToken::new(),
+        ),
+        |h: &automation_api_gateway::Handles| h.health.clone(),
+    )
+    .await?;
 
-    config.watcher.reporter = Some(reporter("test-watcher", &config.watcher.instance));
+    let watcher_config = &mut config.watcher.service;
+    watcher_config.reporter = Some(reporter("test-watcher", &watcher_config.instance));
     if config.watcher.gateway.is_none() {
         let mut g = automation_test_watcher::explain::GatewayConfig::new(gateway_endpoint);
         g.token_file.clone_from(&config.token_file);
         config.watcher.gateway = Some(g);
     }
-    let (watcher, watcher_handles) = {
-        let c = config.watcher.clone();
-        spawn(
-            "test-watcher",
+    let (watcher, watcher_handles) = launch(
+        "test-watcher",
+        automation_test_watcher::start(
+            config.watcher.clone(),
             watcher_listeners,
-            move |l, stop, tx| automation_test_watcher::run(c, l, stop, Some(tx)),
-            |h: &automation_test_watcher::Handles| h.health.clone(),
-        )
-        .await?
-    };
+            CancellationToken::new(),
+        ),
+        |h: &automation_test_watcher::Handles| h.health.clone(),
+    )
+    .await?;
 
-    config.audit.reporter = Some(reporter("audit-agent", &config.audit.instance));
-    let (audit, audit_handles) = {
-        let c = config.audit.clone();
-        spawn(
-            "audit-agent",
+    let audit_config = &mut config.audit.service;
+    audit_config.reporter = Some(reporter("audit-agent", &audit_config.instance));
+    let (audit, audit_handles) = launch(
+        "audit-agent",
+        automation_audit_agent::start(
+            config.audit.clone(),
             audit_listeners,
-            move |l, stop, tx| automation_audit_agent::run(c, l, stop, Some(tx)),
-            |h: &automation_audit_agent::Handles| h.health.clone(),
-        )
-        .await?
-    };
+            CancellationToken::new(),
+        ),
+        |h: &automation_audit_agent::Handles| h.health.clone(),
+    )
+    .await?;
 
     Ok(Stack {
         services: vec![collector, watcher, audit, gateway],
@@ -274,6 +242,33 @@ pub async fn start(mut config: StackConfig) -> Result<Stack, Error> {
         otlp_grpc: collector_handles.otlp_grpc,
         otlp_http: collector_handles.otlp_http,
     })
+}
+
+/// Starts the platform, prints where everything is once every service
+/// has settled (or `ready_timeout` has passed), serves until `stop` is
+/// cancelled or a service fails, then stops every service gracefully.
+pub async fn run(
+    config: StackConfig,
+    ready_timeout: Duration,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let mut stack = start(config).await?;
+    tokio::select! {
+        () = stack.settle(ready_timeout) => {}
+        () = stop.cancelled() => {}
+    }
+    println!("\n{}", stack.table());
+    println!("Check again with `automationctl status`; stop with Ctrl-C.");
+    let failed = tokio::select! {
+        () = stop.cancelled() => None,
+        error = stack.failed() => Some(error),
+    };
+    if let Some(error) = &failed {
+        eprintln!("{}: {error}; stopping the others", config::NAME);
+    }
+    println!("{}: stopping", config::NAME);
+    let stopped = stack.stop().await;
+    failed.map_or(stopped, Err)
 }
 
 impl Stack {

@@ -58,10 +58,10 @@ async fn the_stack_end_to_end_through_automationctl() {
         token_file: None,
     };
     for delay in [
-        &mut config.collector.shutdown_delay,
-        &mut config.watcher.shutdown_delay,
-        &mut config.audit.shutdown_delay,
-        &mut config.gateway.shutdown_delay,
+        &mut config.collector.service.shutdown_delay,
+        &mut config.watcher.service.shutdown_delay,
+        &mut config.audit.service.shutdown_delay,
+        &mut config.gateway.service.shutdown_delay,
     ] {
         *delay = Duration::ZERO;
     }

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use automation_test_watcher::{Config, Handles, run};
+use automation_test_watcher::{Config, Handles, start};
 use automation_testkit::service::{self, Service};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -39,11 +39,10 @@ fn now_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn start(config: Config) -> Service<Handles, automation_test_watcher::Error> {
-    let service =
-        service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
-            .await
-            .expect("the test-watcher starts");
+async fn serve(config: Config) -> Service<Handles, automation_test_watcher::Error> {
+    let service = service::start(|listeners, shutdown| start(config, listeners, shutdown))
+        .await
+        .expect("the test-watcher starts");
     service.handles.health.wait_ready().await;
     service
 }
@@ -54,8 +53,8 @@ async fn latency(saves: usize) {
     let starts = control.path().join("starts");
     let mut config = Config::new("bench", root.path().to_path_buf());
     config.engine.command = format!("date +%s%N >> '{}'", starts.display());
-    config.shutdown_delay = Duration::ZERO;
-    let watcher = start(config).await;
+    config.service.shutdown_delay = Duration::ZERO;
+    let watcher = serve(config).await;
     let handles = &watcher.handles;
     let mut runs = handles.engine.subscribe();
     let mut latencies = Vec::new();
@@ -102,10 +101,10 @@ async fn idle(files: usize, seconds: u64, poll: Option<Duration>) {
     make_tree(root.path(), files);
     let mut config = Config::new("bench", root.path().to_path_buf());
     config.engine.command = "true".to_owned();
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.poll = poll;
     let setup = Instant::now();
-    let watcher = start(config).await;
+    let watcher = serve(config).await;
     let handles = &watcher.handles;
     let ready = setup.elapsed();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());

@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_telemetry::config::{CommonArgs, ReporterArgs, parse_duration, parse_interval};
+use automation_runtime::binary::ServiceCli;
+use automation_runtime::config::{
+    CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
+};
 
 use crate::engine::OnBusy;
 use crate::explain::GatewayConfig;
+use crate::{Config, NAME};
 
 /// `test-watcher`.
 #[derive(Debug, clap::Parser)]
@@ -24,6 +28,9 @@ pub struct Cli {
     /// HTTP admin listen address (/health, /ready).
     #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9401")]
     pub http_listen: SocketAddr,
+    /// The tree to watch; the test command runs there.
+    #[arg(long, env = "WATCH_ROOT", default_value = ".")]
+    pub watch_root: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -34,12 +41,37 @@ pub struct Cli {
     pub gateway: GatewayArgs,
 }
 
+impl ServiceCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn listen(&self) -> (SocketAddr, SocketAddr) {
+        (self.grpc_listen, self.http_listen)
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let service = cli.common.service_config(NAME, Some(&cli.reporter))?;
+        let mut config = cli.watcher.config(service, cli.watch_root)?;
+        config.gateway = cli.gateway.gateway_config(cli.reporter.tls_ca_file.clone());
+        match &config.gateway {
+            Some(gateway) => gateway.check().map_err(|e| e.to_string())?,
+            None if cli.gateway.gateway_token_file.is_some() => tracing::warn!(
+                "GATEWAY_TOKEN_FILE is set but GATEWAY_ENDPOINT is not: failed runs are not explained"
+            ),
+            None => {}
+        }
+        Ok(config)
+    }
+}
+
 /// What to watch and how to run the tests.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatcherArgs {
-    /// The tree to watch; the test command runs there.
-    #[arg(long, env = "WATCH_ROOT", default_value = ".")]
-    pub watch_root: PathBuf,
     /// The test command, run with `sh -c` in its own process group.
     #[arg(long, env = "TEST_COMMAND", default_value = "cargo test")]
     pub test_command: String,
@@ -70,6 +102,29 @@ pub struct WatcherArgs {
     /// Run the tests once at start.
     #[arg(long, env = "RUN_ON_START")]
     pub run_on_start: bool,
+}
+
+impl WatcherArgs {
+    /// The test-watcher's configuration: `service`, watching `root` as these
+    /// flags say. A root that is not a directory is refused.
+    pub fn config(&self, service: ServiceConfig, root: PathBuf) -> Result<Config, String> {
+        if !root.is_dir() {
+            return Err(format!("WATCH_ROOT {} is not a directory", root.display()));
+        }
+        let mut config = Config::new(&service.instance, root);
+        config.service = service;
+        let engine = &mut config.engine;
+        engine.command.clone_from(&self.test_command);
+        engine.debounce = Duration::from_millis(self.debounce_ms);
+        engine.on_busy = self.on_busy;
+        engine.timeout = self.run_timeout;
+        engine.kill_grace = self.kill_grace;
+        engine.junit.clone_from(&self.junit);
+        config.extensions.clone_from(&self.extensions);
+        config.poll = self.poll.then_some(self.poll_interval);
+        config.run_on_start = self.run_on_start;
+        Ok(config)
+    }
 }
 
 /// The api-gateway client that explains failed runs.

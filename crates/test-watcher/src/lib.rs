@@ -32,27 +32,27 @@ use std::time::Duration;
 use automation_async_bridge::Bridge;
 use automation_health::{HealthChecker, StartupGuard};
 use automation_proto::v1::{self, WatcherStatus, test_watcher_server::TestWatcherServer};
-use automation_telemetry::auth::BearerAuth;
-use automation_telemetry::bridge::{BridgeLiveState, ReportingObserver};
-use automation_telemetry::reporter::{LiveState, Reporter, ReporterConfig, ReporterError};
-use automation_telemetry::serve::connection::ConnectionLimits;
-use automation_telemetry::serve::{Listeners, ServeError, ServeOptions, serve};
+use automation_runtime::binary::ServiceError;
+use automation_runtime::config::{ServiceConfig, usable_directory};
+use automation_runtime::serve::{Extra, Listeners, ServeError};
+use automation_runtime::service::{Running, Runtime};
+use automation_telemetry::bridge::BridgeLiveState;
+use automation_telemetry::reporter::{LiveState, Reporter, ReporterError};
 use tokio::sync::{mpsc, watch as status_watch};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::ServerTlsConfig;
 
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::explain::GatewayConfig;
 use crate::filter::Filter;
 use crate::watch::{Identity, Watch, WatchEvent, WatchSlot};
 
-/// Everything [`run`] needs besides its listeners.
+/// Everything [`start`] needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This instance's `component_instance`.
-    pub instance: String,
+    /// What every service's configuration holds.
+    pub service: ServiceConfig,
     /// What runs and how.
     pub engine: EngineConfig,
     /// File extensions that count (empty: all).
@@ -61,27 +61,15 @@ pub struct Config {
     pub poll: Option<Duration>,
     /// Run once at start.
     pub run_on_start: bool,
-    /// Where events go; `None` reports nothing (tests).
-    pub reporter: Option<ReporterConfig>,
     /// The api-gateway that explains failed runs; `None`: no explanations.
     pub gateway: Option<GatewayConfig>,
-    /// gRPC bearer tokens.
-    pub auth: BearerAuth,
-    /// TLS for the gRPC listener.
-    pub tls: Option<ServerTlsConfig>,
-    /// After shutdown begins, how long to stay up unready.
-    pub shutdown_delay: Duration,
-    /// Then how long in-flight work may take.
-    pub shutdown_grace: Duration,
-    /// What one gRPC connection may hold, and for how long.
-    pub connections: ConnectionLimits,
 }
 
 impl Config {
     /// Defaults: `cargo test` in `root`, 100 ms debounce, queue on busy.
     pub fn new(instance: &str, root: PathBuf) -> Self {
         Self {
-            instance: instance.to_owned(),
+            service: ServiceConfig::new(instance),
             engine: EngineConfig {
                 root,
                 command: "cargo test".to_owned(),
@@ -95,16 +83,16 @@ impl Config {
             extensions: Vec::new(),
             poll: None,
             run_on_start: false,
-            reporter: None,
             gateway: None,
-            auth: BearerAuth::disabled(),
-            tls: None,
-            shutdown_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-            connections: ConnectionLimits::default(),
         }
     }
 }
+
+/// The test-watcher's name, in logs and its reports.
+pub const NAME: &str = "test-watcher";
+
+/// A running test-watcher.
+pub type TestWatcher = Running<Handles, Error>;
 
 /// What stops the test-watcher.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +118,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
+
+impl ServiceError for Error {}
 
 /// A running test-watcher's handles, for the stack and tests.
 #[derive(Debug, Clone)]
@@ -157,33 +147,21 @@ impl LiveState for Live {
     }
 }
 
-/// Watches, runs and serves until `shutdown` is cancelled, then shuts down
-/// gracefully: unready, drained, the run in progress killed, goodbye said.
-pub async fn run(
+/// Starts watching, running and serving on `listeners`, until `shutdown`
+/// is cancelled; then it shuts down gracefully: unready, drained, the run
+/// in progress killed, goodbye said.
+pub async fn start(
     mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-    started: Option<tokio::sync::oneshot::Sender<Handles>>,
-) -> Result<(), Error> {
+) -> Result<TestWatcher, Error> {
     // Absolute, but with symbolic links kept: a root that is a link (git-sync
     // publishes each checkout by swapping one) is followed to whatever it
     // leads to, for the watch and for every run.
-    let root = std::path::absolute(&config.engine.root).map_err(|e| Error::Root {
+    let root = usable_directory(&config.engine.root).map_err(|reason| Error::Root {
         path: config.engine.root.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
-    if let Err(e) = std::fs::metadata(&root) {
-        return Err(Error::Root {
-            path: config.engine.root.clone(),
-            reason: e.to_string(),
-        });
-    }
-    if !root.is_dir() {
-        return Err(Error::Root {
-            path: config.engine.root.clone(),
-            reason: "not a directory".to_owned(),
-        });
-    }
     config.engine.root = root.clone();
 
     let builder = Bridge::builder().thread_name("test-watcher-bridge");
@@ -191,16 +169,13 @@ pub async fn run(
         status: Mutex::new(None),
         bridge: BridgeLiveState::new(builder.gauges()),
     });
-    let reporter = config
-        .reporter
-        .clone()
-        .map(|rc| Reporter::start(rc, Arc::clone(&live) as Arc<dyn LiveState>))
-        .transpose()?;
-    let observer = ReportingObserver::unattached();
-    if let Some(reporter) = &reporter {
-        let _ = observer.attach(reporter.clone());
-    }
-    let bridge = builder.observer(observer).build()?;
+    let runtime = Runtime::start(
+        NAME,
+        &config.service,
+        Arc::clone(&live) as Arc<dyn LiveState>,
+    )?;
+    let bridge = runtime.bridge(builder)?;
+    let reporter = runtime.reporter().cloned();
     let gateway = config
         .gateway
         .as_ref()
@@ -214,7 +189,7 @@ pub async fn run(
     let watch_slot: Arc<WatchSlot> = Arc::default();
     // Never ready while nothing is watched: the watch must be established,
     // and still be on the directory the root leads to.
-    let health = HealthChecker::builder("test-watcher").required("watch", {
+    let health = HealthChecker::builder(NAME).required("watch", {
         let (error, slot, bridge) = (
             Arc::clone(&watch_error),
             Arc::clone(&watch_slot),
@@ -235,10 +210,8 @@ pub async fn run(
             }
         }
     });
-    let health = Reporter::watched_by(reporter.as_ref(), health).build();
+    let health = runtime.health(health);
     let starting = health.startup_guard("watch");
-    let background = CancellationToken::new();
-    health.spawn(background.clone());
 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let engine_stop = CancellationToken::new();
@@ -261,58 +234,42 @@ pub async fn run(
         events: events_tx,
         slot: watch_slot,
         error: watch_error,
-        reporter: reporter.clone(),
+        reporter,
     };
     tokio::spawn(watching.follow(
         engine.clone(),
         health.clone(),
         starting,
         config.run_on_start,
-        background.clone(),
+        runtime.background(),
     ));
 
-    let mut routes = Routes::new(InterceptedService::new(
+    let routes = Routes::new(InterceptedService::new(
         TestWatcherServer::new(server::TestWatcherService::new(
             engine.clone(),
             shutdown.clone(),
         )),
-        config.auth.clone(),
-    ));
-    routes = routes.prepare();
-    let options = ServeOptions {
-        service: "test-watcher".to_owned(),
-        auth: config.auth.clone(),
-        tls: config.tls.clone(),
-        shutdown_delay: config.shutdown_delay,
-        shutdown_grace: config.shutdown_grace,
-        connections: config.connections,
-    };
+        config.service.auth.clone(),
+    ))
+    .prepare();
     let handles = Handles {
         engine,
         health: health.clone(),
     };
-    let served = serve(
-        options,
+    let drain = async move {
+        engine_stop.cancel();
+        let _ = engine_task.await;
+    };
+    runtime.serve(
         &health,
         routes,
         axum::Router::new(),
         listeners,
+        Extra::default(),
         shutdown,
-        move || {
-            if let Some(tx) = started {
-                let _ = tx.send(handles);
-            }
-        },
+        handles,
+        drain,
     )
-    .await;
-    engine_stop.cancel();
-    let _ = engine_task.await;
-    if let Some(reporter) = reporter {
-        reporter.shutdown("shutdown", Duration::from_secs(5)).await;
-    }
-    background.cancel();
-    tracing::info!("test-watcher stopped");
-    Ok(served?)
 }
 
 /// How often the root is resolved again, to notice that it leads to a new

@@ -254,10 +254,10 @@ impl Watcher {
         let mut config = Config::new(instance, root.path().to_path_buf());
         config.engine.command =
             format!("CONTROL='{0}' sh '{0}/script.sh'", control.path().display());
-        config.shutdown_delay = Duration::ZERO;
+        config.service.shutdown_delay = Duration::ZERO;
         config.engine.kill_grace = Duration::from_millis(200);
         config.gateway = gateway;
-        config.reporter = collector.map(|c| c.reporter("test-watcher", instance));
+        config.service.reporter = collector.map(|c| c.reporter("test-watcher", instance));
         let Served {
             service,
             client,

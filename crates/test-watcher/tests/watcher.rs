@@ -11,14 +11,11 @@ use std::time::Duration;
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, RunResult, RunSummary};
 use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
 use automation_test_watcher::engine::OnBusy;
-use automation_test_watcher::{Config, Handles, run};
+use automation_test_watcher::{Config, Handles, start};
 use automation_testkit::service::{self, Service};
 use automation_testkit::{TestCollector, within};
 use support::{Served, serve};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
@@ -73,9 +70,9 @@ impl Watcher {
         let mut config = Config::new("tw-test", root.path().to_path_buf());
         config.engine.command =
             format!("CONTROL='{0}' sh '{0}/script.sh'", control.path().display());
-        config.shutdown_delay = Duration::ZERO;
+        config.service.shutdown_delay = Duration::ZERO;
         config.engine.kill_grace = Duration::from_millis(200);
-        config.reporter = collector.map(|c| c.reporter("test-watcher", "tw-test"));
+        config.service.reporter = collector.map(|c| c.reporter("test-watcher", "tw-test"));
         tune(&mut config);
         let Served {
             service,
@@ -499,14 +496,13 @@ async fn a_missing_collector_shows_as_degraded_not_unready() {
     let dead = "127.0.0.1:1";
     let root = tempfile::tempdir().unwrap();
     let mut config = Config::new("tw-degraded", root.path().to_path_buf());
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     let mut rc = ReporterConfig::new(format!("http://{dead}"), "test-watcher", "tw-degraded", "1");
     rc.heartbeat_interval = Duration::from_millis(100);
-    config.reporter = Some(rc);
-    let service =
-        service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
-            .await
-            .expect("the test-watcher starts");
+    config.service.reporter = Some(rc);
+    let service = service::start(|listeners, shutdown| start(config, listeners, shutdown))
+        .await
+        .expect("the test-watcher starts");
     let (handles, admin) = (&service.handles, service.http);
     within("ready", handles.health.wait_ready()).await;
     let body = within("degraded", async {
@@ -528,18 +524,14 @@ async fn a_missing_collector_shows_as_degraded_not_unready() {
     assert_eq!(report["components"]["collector"]["status"], "degraded");
     assert!(report["components"]["collector"]["last_error"].is_string());
     assert_eq!(report["components"]["watch"]["status"], "ok");
-    service.stop().await.unwrap();
+    service::stop(service).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_root_that_is_not_a_directory_is_an_error() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let config = Config::new("tw", file.path().to_path_buf());
-    let listeners = Listeners {
-        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let error = run(config, listeners, CancellationToken::new(), None)
+    let error = service::start(|listeners, shutdown| start(config, listeners, shutdown))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("not a directory"), "{error}");

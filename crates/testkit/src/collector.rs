@@ -9,10 +9,10 @@ use automation_proto::v1::collector_client::CollectorClient;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
+use automation_runtime::serve::Listeners;
 use automation_telemetry::reporter::ReporterConfig;
-use automation_telemetry::serve::Listeners;
 
-use automation_collector::{Config, Error, Handles, run};
+use automation_collector::{Config, Error, Handles, start};
 
 use crate::http::http_get;
 use crate::samples::Samples;
@@ -44,13 +44,13 @@ impl TestCollector {
     /// Starts a collector with `config`, gRPC on `grpc` (to restart one on
     /// the port it had).
     pub async fn start_on(mut config: Config, grpc: SocketAddr) -> Self {
-        config.shutdown_delay = Duration::ZERO;
+        config.service.shutdown_delay = Duration::ZERO;
         let listeners = Listeners {
             grpc: bind_retrying(grpc).await,
             http: TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP"),
         };
-        let service = service::start_on(listeners, |listeners, shutdown, tx| {
-            run(config, listeners, shutdown, Some(tx))
+        let service = service::start_on(listeners, |listeners, shutdown| {
+            start(config, listeners, shutdown)
         })
         .await
         .expect("the collector starts");
@@ -101,7 +101,7 @@ impl TestCollector {
 
     /// Shuts it down gracefully and waits until it has stopped.
     pub async fn stop(self) {
-        let _ = self.service.stop().await;
+        let _ = service::stop(self.service).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use automation_api_gateway::upstream::ApiKey;
-use automation_api_gateway::{Config, Handles, run};
+use automation_api_gateway::{Config, Handles, start};
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_testkit::service::{self, Service};
 use automation_testkit::upstream::FakeUpstream;
@@ -24,7 +24,7 @@ pub fn config(upstream: &FakeUpstream) -> Config {
         &upstream.base_url(),
         ApiKey::value(KEY.to_owned()),
     );
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.upstream.backoff_base = Duration::from_millis(10);
     config.upstream.backoff_max = Duration::from_millis(50);
     config.upstream.first_token_timeout = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub fn config(upstream: &FakeUpstream) -> Config {
 
 /// Reports to `collector`, quickly.
 pub fn reporting(config: &mut Config, collector: &TestCollector) {
-    config.reporter = Some(collector.reporter("api-gateway", "gw-test"));
+    config.service.reporter = Some(collector.reporter("api-gateway", "gw-test"));
 }
 
 /// A running gateway.
@@ -60,10 +60,9 @@ impl std::ops::Deref for Gateway {
 impl Gateway {
     /// Starts a gateway with `config` on fresh loopback ports.
     pub async fn start(config: Config) -> Self {
-        let service =
-            service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
-                .await
-                .expect("the gateway starts");
+        let service = service::start(|listeners, shutdown| start(config, listeners, shutdown))
+            .await
+            .expect("the gateway starts");
         let client = ApiGatewayClient::connect(service.endpoint()).await.unwrap();
         Self {
             grpc: service.grpc,
@@ -80,7 +79,7 @@ impl Gateway {
 
     /// Shuts down and waits for the end.
     pub async fn stop(self) {
-        self.service.stop().await.unwrap();
+        service::stop(self.service).await.unwrap();
     }
 }
 

@@ -17,13 +17,12 @@ pub async fn audit_agent(repo: &Path, database: &Path, auth: BearerAuth) -> Runn
         automation_audit_agent::Config::new("aa-cli", repo.to_path_buf(), database.to_path_buf());
     config.interval = None;
     config.audit_on_start = false;
-    config.shutdown_delay = Duration::ZERO;
-    config.auth = auth;
-    let service = start(|listeners, shutdown, tx| {
-        automation_audit_agent::run(config, listeners, shutdown, Some(tx))
-    })
-    .await
-    .expect("the audit-agent starts");
+    config.service.shutdown_delay = Duration::ZERO;
+    config.service.auth = auth;
+    let service =
+        start(|listeners, shutdown| automation_audit_agent::start(config, listeners, shutdown))
+            .await
+            .expect("the audit-agent starts");
     within("audit-agent ready", service.handles.health.wait_ready()).await;
     Running::of(service)
 }
@@ -35,13 +34,12 @@ pub async fn gateway(upstream: &FakeUpstream) -> Running {
         &upstream.base_url(),
         ApiKey::value("sk-cli-test-0123456789".to_owned()),
     );
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.client_rate = None;
-    let service = start(|listeners, shutdown, tx| {
-        automation_api_gateway::run(config, listeners, shutdown, Some(tx))
-    })
-    .await
-    .expect("the gateway starts");
+    let service =
+        start(|listeners, shutdown| automation_api_gateway::start(config, listeners, shutdown))
+            .await
+            .expect("the gateway starts");
     within("api-gateway ready", service.handles.health.wait_ready()).await;
     Running::of(service)
 }
@@ -50,13 +48,12 @@ pub async fn gateway(upstream: &FakeUpstream) -> Running {
 pub async fn test_watcher(root: &Path, command: &str) -> Running {
     let mut config = automation_test_watcher::Config::new("tw-cli", root.to_path_buf());
     config.engine.command = command.to_owned();
-    config.shutdown_delay = Duration::ZERO;
+    config.service.shutdown_delay = Duration::ZERO;
     config.engine.kill_grace = Duration::from_millis(200);
-    let service = start(|listeners, shutdown, tx| {
-        automation_test_watcher::run(config, listeners, shutdown, Some(tx))
-    })
-    .await
-    .expect("the test-watcher starts");
+    let service =
+        start(|listeners, shutdown| automation_test_watcher::start(config, listeners, shutdown))
+            .await
+            .expect("the test-watcher starts");
     within("test-watcher ready", service.handles.health.wait_ready()).await;
     Running::of(service)
 }

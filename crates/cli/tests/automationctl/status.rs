@@ -136,7 +136,8 @@ async fn https_endpoints_are_trusted_through_the_ca_file() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let mut config = Config::new("cli-tls");
-    config.tls = Some(automation_telemetry::tls::server_config(&cert_path, &key_path).unwrap());
+    config.service.tls =
+        Some(automation_telemetry::tls::server_config(&cert_path, &key_path).unwrap());
     let collector = TestCollector::start(config).await;
     within_ready(&collector).await;
     let url = format!("https://localhost:{}", collector.grpc.port());

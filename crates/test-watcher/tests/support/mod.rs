@@ -3,7 +3,7 @@
 
 use automation_proto::v1::test_watcher_client::TestWatcherClient;
 use automation_proto::v1::{self, RunSummary};
-use automation_test_watcher::{Config, Error, Handles, run};
+use automation_test_watcher::{Config, Error, Handles, start};
 use automation_testkit::service::{self, Service};
 use automation_testkit::within;
 use tonic::Streaming;
@@ -18,10 +18,9 @@ pub struct Served {
 
 /// Starts a watcher with `config` and waits until it is ready.
 pub async fn serve(config: Config) -> Served {
-    let service =
-        service::start(|listeners, shutdown, tx| run(config, listeners, shutdown, Some(tx)))
-            .await
-            .expect("the test-watcher starts");
+    let service = service::start(|listeners, shutdown| start(config, listeners, shutdown))
+        .await
+        .expect("the test-watcher starts");
     within("ready", service.handles.health.wait_ready()).await;
     let mut client = TestWatcherClient::connect(service.endpoint())
         .await

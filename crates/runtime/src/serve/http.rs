@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::connection::ConnectionLimits;
-use crate::trace::ServerSpan;
+use automation_telemetry::trace::ServerSpan;
 
 /// Serves `router` on `listener` until `stop`, then lets the open
 /// connections finish their requests.

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::logging::LogFormat;
-use crate::reporter::{MIN_HEARTBEAT_INTERVAL, ReporterConfig};
+use automation_telemetry::auth::BearerAuth;
+use automation_telemetry::logging::LogFormat;
+use automation_telemetry::reporter::{MIN_HEARTBEAT_INTERVAL, ReporterConfig};
+use tonic::transport::ServerTlsConfig;
+
 use crate::serve::connection::ConnectionLimits;
 
 /// The exit code for a bad configuration (`EX_USAGE`).
@@ -79,18 +82,34 @@ impl ConnectionArgs {
 }
 
 impl CommonArgs {
-    /// The gRPC bearer tokens (`AUTH_TOKEN_FILE`); an unusable file is a
-    /// configuration error: one line, exit 64.
-    pub fn auth_or_exit(&self, program: &str) -> crate::auth::BearerAuth {
-        crate::auth::BearerAuth::from_file(self.auth_token_file.as_deref())
-            .unwrap_or_else(|e| config_error(program, e))
-    }
-
-    /// TLS for the gRPC listener (`TLS_CERT_FILE`, `TLS_KEY_FILE`); unreadable
-    /// files are a configuration error: one line, exit 64.
-    pub fn tls_or_exit(&self, program: &str) -> Option<tonic::transport::ServerTlsConfig> {
-        let (cert, key) = (self.tls_cert_file.as_ref()?, self.tls_key_file.as_ref()?);
-        Some(crate::tls::server_config(cert, key).unwrap_or_else(|e| config_error(program, e)))
+    /// The shared part of `service`'s configuration: its instance name,
+    /// bearer tokens (`AUTH_TOKEN_FILE`), TLS (`TLS_CERT_FILE`,
+    /// `TLS_KEY_FILE`), shutdown timings, connection limits, and with
+    /// `reporter` where its events go. An unusable token or TLS file is an
+    /// error naming it.
+    pub fn service_config(
+        &self,
+        service: &str,
+        reporter: Option<&ReporterArgs>,
+    ) -> Result<ServiceConfig, String> {
+        let instance = self.instance_name();
+        let auth =
+            BearerAuth::from_file(self.auth_token_file.as_deref()).map_err(|e| e.to_string())?;
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                automation_telemetry::tls::server_config(cert, key).map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        Ok(ServiceConfig {
+            reporter: reporter.map(|r| r.reporter_config(service, &instance)),
+            instance,
+            auth,
+            tls,
+            shutdown_delay: self.shutdown_delay,
+            shutdown_grace: self.shutdown_grace,
+            connections: self.connections.limits(),
+        })
     }
 
     /// The instance name: `--instance`, else the host name, else `unknown`.
@@ -101,6 +120,41 @@ impl CommonArgs {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "unknown".to_owned())
         })
+    }
+}
+
+/// What every service's configuration holds, whatever the service: the
+/// fields of [`CommonArgs`] (and [`ReporterArgs`]) once converted.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// This instance's `component_instance`.
+    pub instance: String,
+    /// gRPC bearer tokens.
+    pub auth: BearerAuth,
+    /// TLS for the gRPC listener.
+    pub tls: Option<ServerTlsConfig>,
+    /// After shutdown begins, how long to stay up unready.
+    pub shutdown_delay: Duration,
+    /// Then how long in-flight work may take.
+    pub shutdown_grace: Duration,
+    /// What one gRPC connection may hold, and for how long.
+    pub connections: ConnectionLimits,
+    /// Where events go; `None` reports nothing (the collector itself, tests).
+    pub reporter: Option<ReporterConfig>,
+}
+
+impl ServiceConfig {
+    /// Plain text, no auth, no reporter, the flags' default timings.
+    pub fn new(instance: &str) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            auth: BearerAuth::disabled(),
+            tls: None,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+            connections: ConnectionLimits::default(),
+            reporter: None,
+        }
     }
 }
 
@@ -131,19 +185,31 @@ pub struct ReporterArgs {
 }
 
 impl ReporterArgs {
-    /// The reporter configuration for `service`/`instance`/`version`.
-    pub fn reporter_config(&self, service: &str, instance: &str, version: &str) -> ReporterConfig {
+    /// The reporter configuration for `service`'s instance `instance`.
+    pub fn reporter_config(&self, service: &str, instance: &str) -> ReporterConfig {
         let mut config = ReporterConfig::new(
             self.collector_endpoint.clone(),
             service.to_owned(),
             instance.to_owned(),
-            version.to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
         );
         config.token_file = self.collector_token_file.clone();
         config.tls_ca_file = self.tls_ca_file.clone();
         config.heartbeat_interval = self.heartbeat_interval;
         config
     }
+}
+
+/// `path` made absolute, symbolic links kept (a root that is a link is
+/// followed to whatever it leads to each time), if it is a directory that
+/// can be read; why not otherwise.
+pub fn usable_directory(path: &std::path::Path) -> Result<PathBuf, String> {
+    let absolute = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let metadata = std::fs::metadata(&absolute).map_err(|e| e.to_string())?;
+    if !metadata.is_dir() {
+        return Err("not a directory".to_owned());
+    }
+    Ok(absolute)
 }
 
 /// Parses a duration such as `250ms`, `5s`, `5m` or `1h 30m`.
@@ -165,8 +231,8 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 /// `--heartbeat-interval`: an interval of at least [`MIN_HEARTBEAT_INTERVAL`],
-/// as [`Reporter::start`](crate::reporter::Reporter::start) requires.
-fn parse_heartbeat_interval(text: &str) -> Result<Duration, String> {
+/// as [`Reporter::start`](automation_telemetry::reporter::Reporter::start) requires.
+pub fn parse_heartbeat_interval(text: &str) -> Result<Duration, String> {
     let interval = parse_interval(text)?;
     if interval < MIN_HEARTBEAT_INTERVAL {
         return Err(format!(

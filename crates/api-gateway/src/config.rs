@@ -193,3 +193,69 @@ pub fn client_rate(limit: f64, burst: u32) -> Result<Option<(f64, u32)>, String>
     }
     Ok((limit > 0.0).then_some((limit, burst)))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_libraries() {
+        let mut from_flags = config(&["--instance", "gw-1"]).unwrap();
+        let reporter = from_flags.service.reporter.take().expect("a reporter");
+        assert_eq!(reporter.endpoint, "http://127.0.0.1:50051");
+        assert_eq!(
+            (reporter.service.as_str(), reporter.instance.as_str()),
+            (NAME, "gw-1")
+        );
+        let expected = Config::new("gw-1", "https://api.deepseek.com", ApiKey::none());
+        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn flags_set_the_configuration() {
+        let config = config(&[
+            "--deepseek-base-url",
+            "http://127.0.0.1:8080/",
+            "--max-attempts",
+            "2",
+            "--client-rate-limit",
+            "0",
+            "--circuit-threshold",
+            "3",
+            "--circuit-cooldown",
+            "1m",
+            "--stream-idle-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.base_url, "http://127.0.0.1:8080/");
+        assert_eq!(config.upstream.max_attempts, 2);
+        assert_eq!(config.upstream.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.client_rate, None);
+        assert_eq!(config.circuit, (3, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        for (args, names) in [
+            (&["--request-timeout", "8d"][..], "REQUEST_TIMEOUT"),
+            (
+                &["--deepseek-base-url", "ftp://example.com"],
+                "DEEPSEEK_BASE_URL",
+            ),
+            (&["--client-rate-limit=-1"], "CLIENT_RATE_LIMIT"),
+            (&["--model-prices", "deepseek-chat=x"], "deepseek-chat"),
+        ] {
+            let error = config(args).unwrap_err();
+            assert!(error.contains(names), "{args:?}: {error}");
+        }
+    }
+}

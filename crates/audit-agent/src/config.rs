@@ -174,3 +174,64 @@ impl AuditArgs {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_libraries() {
+        let mut from_flags = config(&["--instance", "a-1"]).unwrap();
+        let reporter = from_flags.service.reporter.take().expect("a reporter");
+        assert_eq!(
+            (reporter.service.as_str(), reporter.instance.as_str()),
+            (NAME, "a-1")
+        );
+        let expected = Config::new("a-1", ".".into(), ".automation/audit-agent.db".into());
+        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn flags_set_the_configuration() {
+        let repo = tempfile::tempdir().unwrap();
+        let config = config(&[
+            "--repo-path",
+            repo.path().to_str().unwrap(),
+            "--audit-interval",
+            "0s",
+            "--skip-startup-audit",
+            "--coverage-format",
+            "lcov",
+            "--markdown-globs",
+            "docs/*.md,PLAN.md",
+            "--keep-reports",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(config.audit.root, repo.path());
+        assert_eq!(config.interval, None);
+        assert!(!config.audit_on_start);
+        assert_eq!(config.audit.coverage_format, Some(Format::Lcov));
+        assert_eq!(config.audit.markdown.globs, ["docs/*.md", "PLAN.md"]);
+        assert_eq!(config.audit.keep_reports, 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let error = config(&["--repo-path", "/nonexistent/repo"]).unwrap_err();
+        assert!(error.contains("REPO_PATH /nonexistent/repo"), "{error}");
+        let error = config(&["--markdown-globs", "a[b"]).unwrap_err();
+        assert!(
+            error.contains("MARKDOWN_GLOBS") && error.contains("a[b"),
+            "{error}"
+        );
+    }
+}

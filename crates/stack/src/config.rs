@@ -171,7 +171,7 @@ mod tests {
             "0",
             "--max-series-per-metric",
             "50",
-            "--collector-otlp-http-listen",
+            "--collector-otlp-http",
             "off",
             "--shutdown-delay",
             "9s",

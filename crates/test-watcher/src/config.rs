@@ -171,6 +171,55 @@ mod tests {
         Cli::try_parse_from(std::iter::once("test-watcher").chain(args.iter().copied()))
     }
 
+    fn config(args: &[&str]) -> Result<Config, String> {
+        Config::try_from(parse(args).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_libraries() {
+        let mut from_flags = config(&["--instance", "tw-1"]).unwrap();
+        let reporter = from_flags.service.reporter.take().expect("a reporter");
+        assert_eq!(
+            (reporter.service.as_str(), reporter.instance.as_str()),
+            (NAME, "tw-1")
+        );
+        let expected = Config::new("tw-1", ".".into());
+        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn flags_set_the_configuration() {
+        let root = tempfile::tempdir().unwrap();
+        let config = config(&[
+            "--watch-root",
+            root.path().to_str().unwrap(),
+            "--test-command",
+            "make check",
+            "--debounce-ms",
+            "250",
+            "--poll",
+            "--poll-interval",
+            "2s",
+            "--gateway-endpoint",
+            "http://127.0.0.1:50054",
+        ])
+        .unwrap();
+        assert_eq!(config.engine.root, root.path());
+        assert_eq!(config.engine.command, "make check");
+        assert_eq!(config.engine.debounce, Duration::from_millis(250));
+        assert_eq!(config.poll, Some(Duration::from_secs(2)));
+        let gateway = config.gateway.expect("explanations");
+        assert_eq!(gateway.endpoint, "http://127.0.0.1:50054");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let error = config(&["--watch-root", "/nonexistent/tree"]).unwrap_err();
+        assert!(error.contains("WATCH_ROOT /nonexistent/tree"), "{error}");
+        let error = config(&["--gateway-endpoint", "gateway:50054"]).unwrap_err();
+        assert!(error.contains("gateway:50054"), "{error}");
+    }
+
     #[test]
     fn the_gateway_is_off_unless_an_endpoint_is_set() {
         let cli = parse(&[]).unwrap();

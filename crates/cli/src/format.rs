@@ -13,25 +13,16 @@ pub fn time_json(timestamp: Option<&Timestamp>) -> serde_json::Value {
     timestamp.map_or(serde_json::Value::Null, |t| rfc3339(t.seconds).into())
 }
 
-/// Unix seconds as RFC 3339 in UTC.
+/// Unix seconds as RFC 3339 in UTC; `@<seconds>` outside the years 1970
+/// to 9999.
 pub fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
+    match u64::try_from(unix) {
+        Ok(seconds) if seconds <= 253_402_300_799 => {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            humantime::format_rfc3339_seconds(time).to_string()
+        }
+        _ => format!("@{unix}"),
+    }
 }
 
 /// Seconds for people: `850ms`, `1.25s`, `3m 20s`.
@@ -109,7 +100,9 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "@-1");
+        assert_eq!(rfc3339(i64::MAX), format!("@{}", i64::MAX));
         assert_eq!(time(None), "-");
     }
 

@@ -24,7 +24,7 @@
 //! * `startup.rs` — [`StartupGuard`], the readiness latch.
 //! * `http.rs` — the axum router for `/health` and `/ready`.
 //! * `grpc.rs` — the `grpc.health.v1` service and how readiness reaches it.
-//! * `rfc3339.rs` — timestamps for people, without a date crate.
+//! * `rfc3339.rs` — timestamps for people (humantime).
 //!
 //! # Example
 //!

@@ -92,6 +92,19 @@ pub struct BearerToken {
     current: Mutex<(Arc<Vec<Entry>>, MetadataValue<Ascii>)>,
 }
 
+impl ClientError {
+    /// Which of a client's settings is wrong, named as the service calls
+    /// them: its `endpoint` variable (the URL, TLS), its `token` variable,
+    /// or `TLS_CA_FILE`.
+    pub fn setting(&self, endpoint: &'static str, token: &'static str) -> &'static str {
+        match self {
+            Self::Endpoint { .. } | Self::Tls { .. } => endpoint,
+            Self::Token(_) | Self::TokenValue(_) => token,
+            Self::TlsFile(_) => "TLS_CA_FILE",
+        }
+    }
+}
+
 impl BearerToken {
     /// Reads `path`; its first token must be usable as a header value.
     pub fn open(path: &Path) -> Result<Self, ClientError> {

@@ -151,14 +151,10 @@ impl ReporterConfig {
 /// A reporter could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ReporterError {
-    /// The endpoint is not an `http://` or `https://` URL with a host.
-    #[error("invalid collector endpoint {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as configured.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The collector client cannot be set up: its endpoint, token file or
+    /// CA file.
+    #[error("{setting}: {0}", setting = .0.setting("COLLECTOR_ENDPOINT", "COLLECTOR_TOKEN_FILE"))]
+    Client(#[from] crate::client::ClientError),
     /// The service or instance name is empty; the collector would refuse every batch.
     #[error("the reporter's {0} name is empty")]
     EmptyName(&'static str),
@@ -170,23 +166,6 @@ pub enum ReporterError {
         humantime::format_duration(MIN_HEARTBEAT_INTERVAL)
     )]
     HeartbeatInterval(Duration),
-    /// The token file cannot be used.
-    #[error(transparent)]
-    Token(#[from] crate::auth::AuthError),
-    /// The token is not a valid header value (control characters, non-ASCII).
-    #[error("the token in {0} cannot be sent as an authorization header")]
-    TokenValue(PathBuf),
-    /// The CA certificate file cannot be read.
-    #[error(transparent)]
-    TlsFile(#[from] crate::tls::TlsError),
-    /// The TLS configuration was refused (a CA file that is not PEM, for one).
-    #[error("invalid TLS configuration for {endpoint}: {source}")]
-    Tls {
-        /// The endpoint the configuration was for.
-        endpoint: String,
-        /// Why it was refused.
-        source: tonic::transport::Error,
-    },
     /// [`Reporter::start`] was called outside a Tokio runtime.
     #[error("the reporter must be started inside a Tokio runtime")]
     NoRuntime,

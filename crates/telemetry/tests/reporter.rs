@@ -12,6 +12,7 @@ use automation_proto::v1::{
     BridgeState, ComponentError, Event, EventBatch, GatewayState, Goodbye, Heartbeat, Source,
     TestRun, WatcherState,
 };
+use automation_telemetry::client::ClientError;
 use automation_telemetry::reporter::{
     LiveState, MIN_HEARTBEAT_INTERVAL, PushError, Reporter, ReporterConfig, ReporterError,
 };
@@ -500,7 +501,7 @@ async fn a_bad_endpoint_is_an_error_at_start_and_an_absent_collector_is_not() {
     ] {
         let error = Reporter::start(config(endpoint.to_owned()), Arc::new(())).unwrap_err();
         assert!(
-            matches!(error, ReporterError::Endpoint { .. }),
+            matches!(error, ReporterError::Client(ClientError::Endpoint { .. })),
             "{endpoint}: {error}"
         );
     }

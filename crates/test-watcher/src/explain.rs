@@ -21,10 +21,8 @@ use std::time::{Duration, Instant};
 
 use automation_proto::v1::api_gateway_client::ApiGatewayClient;
 use automation_proto::v1::{self, ChatMessage, ChatRequest, RunResult, RunSummary};
-use automation_telemetry::auth::AuthError;
 use automation_telemetry::client::{self, BearerToken, ClientError};
 use automation_telemetry::reporter::Reporter;
-use automation_telemetry::tls::TlsError;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -84,10 +82,7 @@ impl GatewayConfig {
 
     fn prepare(&self) -> Result<(Endpoint, Option<BearerToken>), GatewayError> {
         if self.timeout.is_zero() {
-            return Err(GatewayError::Endpoint {
-                endpoint: self.endpoint.clone(),
-                reason: "the explain timeout must be above zero".to_owned(),
-            });
+            return Err(GatewayError::Timeout);
         }
         let endpoint = client::endpoint(
             &self.endpoint,
@@ -103,46 +98,16 @@ impl GatewayConfig {
     }
 }
 
-impl From<ClientError> for GatewayError {
-    fn from(error: ClientError) -> Self {
-        match error {
-            ClientError::Endpoint { endpoint, reason } => Self::Endpoint { endpoint, reason },
-            ClientError::Token(e) => Self::Token(e),
-            ClientError::TokenValue(path) => Self::TokenValue(path),
-            ClientError::TlsFile(e) => Self::TlsFile(e),
-            ClientError::Tls { endpoint, source } => Self::Tls { endpoint, source },
-        }
-    }
-}
 
 /// The gateway configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// The endpoint is not an `http://` or `https://` URL with a host.
-    #[error("invalid GATEWAY_ENDPOINT {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as configured.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The token file cannot be used.
-    #[error("GATEWAY_TOKEN_FILE: {0}")]
-    Token(#[from] AuthError),
-    /// The token is not a valid header value (control characters, non-ASCII).
-    #[error("GATEWAY_TOKEN_FILE: the token in {0} cannot be sent as an authorization header")]
-    TokenValue(PathBuf),
-    /// The CA certificate file cannot be read.
-    #[error("TLS_CA_FILE: {0}")]
-    TlsFile(#[from] TlsError),
-    /// The TLS configuration was refused.
-    #[error("invalid TLS configuration for {endpoint}: {source}")]
-    Tls {
-        /// The endpoint the configuration was for.
-        endpoint: String,
-        /// Why it was refused.
-        source: tonic::transport::Error,
-    },
+    /// The explain timeout is zero.
+    #[error("EXPLAIN_TIMEOUT: the explain timeout must be above zero")]
+    Timeout,
+    /// The client cannot be set up: its endpoint, token file or CA file.
+    #[error("{setting}: {0}", setting = .0.setting("GATEWAY_ENDPOINT", "GATEWAY_TOKEN_FILE"))]
+    Client(#[from] ClientError),
 }
 
 /// The api-gateway client: a lazy channel (nothing is dialled until the
@@ -624,7 +589,7 @@ mod tests {
     fn a_bad_endpoint_or_token_file_is_a_configuration_error() {
         for (endpoint, says) in [
             ("ftp://gateway:1", "scheme"),
-            ("not a url", "invalid GATEWAY_ENDPOINT"),
+            ("not a url", "GATEWAY_ENDPOINT: invalid endpoint"),
         ] {
             let error = GatewayConfig::new(endpoint).check().unwrap_err();
             assert!(error.to_string().contains(says), "{endpoint}: {error}");

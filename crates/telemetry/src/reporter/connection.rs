@@ -12,7 +12,7 @@ use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::{ReporterConfig, ReporterError};
-use crate::client::{BearerToken, ClientError};
+use crate::client::BearerToken;
 
 /// One push attempt, owning everything it needs so the sender can hold it
 /// across its other work.
@@ -89,17 +89,5 @@ impl Connection {
             }
             .instrument(span),
         )
-    }
-}
-
-impl From<ClientError> for ReporterError {
-    fn from(error: ClientError) -> Self {
-        match error {
-            ClientError::Endpoint { endpoint, reason } => Self::Endpoint { endpoint, reason },
-            ClientError::Token(e) => Self::Token(e),
-            ClientError::TokenValue(path) => Self::TokenValue(path),
-            ClientError::TlsFile(e) => Self::TlsFile(e),
-            ClientError::Tls { endpoint, source } => Self::Tls { endpoint, source },
-        }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use automation_async_bridge::BridgeError;
 use automation_proto::v1::audit_agent_server::AuditAgent;
 use automation_proto::v1::{
     AuditReport, GetReportRequest, ListReportsRequest, ListReportsResponse, RunAuditRequest,
@@ -11,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::Auditor;
 use crate::engine::EngineHandle;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Default and largest `ListReports` page.
 const DEFAULT_PAGE: u32 = 20;
@@ -34,13 +35,47 @@ impl AuditAgentService {
     /// Runs a read of the store on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Status> {
         let store = Arc::clone(self.auditor.store());
-        crate::audit::blocking(self.auditor.bridge(), READ_TIMEOUT, move || f(&store))
+        self.auditor
+            .bridge()
+            .try_run_blocking(READ_TIMEOUT, move || f(&store))
             .await
-            .map_err(Status::unavailable)
+            .map_err(|error| match error {
+                BridgeError::Failed(error) => error.into(),
+                BridgeError::Timeout(_) => Status::deadline_exceeded(error.to_string()),
+                BridgeError::Panicked(_) => Status::internal(error.to_string()),
+                _ => Status::unavailable(error.to_string()),
+            })
     }
+}
+
+/// A store error as the client should take it: retry later (locked, in
+/// use), give up (a newer or foreign database), or report the damage.
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        let message = error.to_string();
+        match &error {
+            StoreError::TooNew { .. } | StoreError::NotOurs { .. } => {
+                Status::failed_precondition(message)
+            }
+            StoreError::Corrupt { .. } | StoreError::BadReport { .. } => Status::data_loss(message),
+            StoreError::Conflict { .. } => Status::aborted(message),
+            StoreError::Sqlite { source, .. } if !is_busy(source) => Status::internal(message),
+            StoreError::InUse { .. } | StoreError::Sqlite { .. } | StoreError::Io { .. } => {
+                Status::unavailable(message)
+            }
+        }
+    }
+}
+
+/// Whether SQLite said another connection holds the database.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 #[tonic::async_trait]
@@ -141,5 +176,54 @@ impl AuditAgent for AuditAgentService {
             next_page_token,
             total,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tonic::Code;
+
+    use super::*;
+
+    fn sqlite(code: i32) -> StoreError {
+        StoreError::Sqlite {
+            path: PathBuf::from("/db"),
+            action: "reading",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+    }
+
+    #[test]
+    fn store_errors_carry_the_code_a_client_acts_on() {
+        let path = || PathBuf::from("/db");
+        for (error, code) in [
+            (sqlite(rusqlite::ffi::SQLITE_BUSY), Code::Unavailable),
+            (sqlite(rusqlite::ffi::SQLITE_LOCKED), Code::Unavailable),
+            (sqlite(rusqlite::ffi::SQLITE_FULL), Code::Internal),
+            (StoreError::InUse { path: path() }, Code::Unavailable),
+            (
+                StoreError::TooNew {
+                    path: path(),
+                    found: 9,
+                    supported: 1,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::Corrupt {
+                    path: path(),
+                    reason: "page 3".to_owned(),
+                },
+                Code::DataLoss,
+            ),
+            (StoreError::Conflict { path: path() }, Code::Aborted),
+        ] {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 }

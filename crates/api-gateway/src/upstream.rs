@@ -86,7 +86,8 @@ pub struct UpstreamConfig {
     /// Attempts per call, retries included; 4 by default (0 counts as 1).
     pub max_attempts: u32,
     /// Base of the exponential backoff: the wait before retry `n` (from 0) is
-    /// random in `[0, min(backoff_max, backoff_base * 2^n)]` (full jitter).
+    /// random in `[backoff_base / 2, min(backoff_max, backoff_base * 2^(n+1))]`
+    /// ([`Backoff`](automation_telemetry::backoff::Backoff)).
     /// 200 ms by default.
     pub backoff_base: Duration,
     /// Cap of the backoff, 10 s by default.

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use automation_async_bridge::Bridge;
 use automation_proto::v1::{EventBatch, Source, event::Payload};
+use automation_telemetry::backoff::Backoff;
 use automation_telemetry::reporter::{PushError, Reporter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +41,7 @@ pub const MAX_BATCHES: u64 = 10_000;
 const PAGE: u32 = 64;
 /// The longest one database step of the sender may take.
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The first retry after a failure, doubling up to [`RETRY_MAX`].
+/// About the first retry after a failure, doubling up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -93,7 +94,7 @@ impl Outbox {
     /// giving up at its first failure: what is left stays stored for the
     /// next start.
     pub async fn run(self, store: Arc<Store>, bridge: Bridge, stop: CancellationToken) {
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut failing = false;
         loop {
             let last_pass = stop.is_cancelled();
@@ -103,7 +104,7 @@ impl Outbox {
                         tracing::info!("the outbox is being delivered again");
                         failing = false;
                     }
-                    retry = RETRY_MIN;
+                    retry.reset();
                     continue;
                 }
                 Ok(false) if last_pass => return,
@@ -121,9 +122,7 @@ impl Outbox {
                         tracing::warn!(%error, "outbox batches cannot be delivered yet; retrying");
                         failing = true;
                     }
-                    let wait = retry;
-                    retry = retry.saturating_mul(2).min(RETRY_MAX);
-                    Some(wait)
+                    Some(retry.next_delay())
                 }
             };
             match wait {

@@ -1,5 +1,6 @@
 //! What every service of the platform shares.
 //!
+//! * [`backoff`]: the one jittered exponential backoff, for every retry.
 //! * [`reporter`]: the event reporter, the client each service embeds to send
 //!   its events to the collector (batched, retried, deduplicated by sequence).
 //! * [`sampler`]: process and system figures for the reporter's heartbeat.
@@ -14,6 +15,7 @@
 //! How a service starts, is configured and serves is `automation-runtime`'s.
 
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
 pub mod client;
 pub mod logging;

@@ -32,7 +32,6 @@
 //! * `reporter/connection.rs` — the gRPC channel, TLS and the bearer token.
 //! * `reporter/backoff.rs` — exponential backoff with full jitter.
 
-mod backoff;
 mod buffer;
 mod connection;
 mod heartbeat;

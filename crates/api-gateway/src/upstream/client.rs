@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use automation_proto::v1::RetryReason;
+use automation_telemetry::backoff::Backoff;
 use automation_telemetry::client::error_chain;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
@@ -177,19 +178,11 @@ impl Upstream {
         Ok((Redactor::new(&key), auth))
     }
 
-    /// Full-jitter exponential backoff before retry number `retry` (from 0).
+    /// The jittered exponential backoff before retry number `retry` (from 0).
     fn backoff(&self, retry: usize) -> Duration {
         let config = &self.inner.config;
-        let shift = u32::try_from(retry).unwrap_or(u32::MAX).min(31);
-        let cap = config
-            .backoff_base
-            .saturating_mul(1u32 << shift)
-            .min(config.backoff_max);
-        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        if cap_nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(rand::random_range(0..=cap_nanos))
+        Backoff::new(config.backoff_base, config.backoff_max)
+            .delay(u32::try_from(retry).unwrap_or(u32::MAX))
     }
 
     /// One attempt: send, check the status, read until the first meaningful
@@ -677,8 +670,9 @@ mod tests {
         .unwrap();
         for retry in 0..40 {
             let cap =
-                Duration::from_millis(100 * (1 << retry.min(20))).min(Duration::from_millis(250));
-            assert!(upstream.backoff(retry) <= cap);
+                Duration::from_millis(200 * (1 << retry.min(20))).min(Duration::from_millis(250));
+            let delay = upstream.backoff(retry);
+            assert!(delay >= Duration::from_millis(50) && delay <= cap, "{retry}: {delay:?}");
         }
     }
 }

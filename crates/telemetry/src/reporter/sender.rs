@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::ReporterConfig;
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use super::connection::{Attempt, Connection};
 use super::shared::{Shared, after, after_from};
 use crate::client::append_causes;

@@ -1,5 +1,6 @@
-//! Exponential backoff with full jitter, so reporters that lost the collector
-//! together do not come back together.
+//! The one exponential backoff of the platform, jittered, so clients that
+//! failed together (reporters that lost the collector, gateways that lost
+//! the upstream, outboxes) do not come back together.
 //!
 //! The wait before the n-th retry in a row (n = 1, 2, …) is drawn uniformly
 //! from `[min / 2, min * 2^n]`, the ceiling capped at the maximum: the first
@@ -9,14 +10,19 @@
 
 use std::time::Duration;
 
-pub(super) struct Backoff {
+/// Retry waits: [`Backoff::next_delay`] counts the failures in a row,
+/// [`Backoff::delay`] serves callers that count their own.
+#[derive(Debug, Clone)]
+pub struct Backoff {
     min: Duration,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub(super) fn new(min: Duration, max: Duration) -> Self {
+    /// Waits from about `min` up to `max` (a zero `min` counts as 1 ms, a
+    /// `max` below `min` as `min`).
+    pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
         Self {
             min,
@@ -25,25 +31,30 @@ impl Backoff {
         }
     }
 
-    /// The range the next delay is drawn from.
-    fn range(&self) -> (Duration, Duration) {
-        let ceiling = self
-            .min
-            .saturating_mul(2u32 << self.failures.min(30))
-            .min(self.max);
+    /// The range the wait before retry `retry` (from 0) is drawn from.
+    fn range(&self, retry: u32) -> (Duration, Duration) {
+        let ceiling = self.min.saturating_mul(2u32 << retry.min(30)).min(self.max);
         let floor = (self.min / 2).min(ceiling);
         (floor, ceiling)
     }
 
-    /// The wait before the next attempt, one more failure counted.
-    pub(super) fn next_delay(&mut self) -> Duration {
-        let (floor, ceiling) = self.range();
-        self.failures = self.failures.saturating_add(1);
+    /// The wait before retry `retry` (from 0), for callers that count
+    /// their own retries.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let (floor, ceiling) = self.range(retry);
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(rand::random_range(nanos(floor)..=nanos(ceiling)))
     }
 
-    pub(super) fn reset(&mut self) {
+    /// The wait before the next attempt, one more failure counted.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    /// After a success: the next failure waits the least again.
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 }

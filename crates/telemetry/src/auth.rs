@@ -1,9 +1,8 @@
 //! Bearer-token authentication for gRPC servers.
 //!
 //! Tokens live in a file, one per line (blank lines and `#` comments are
-//! skipped), the way a Kubernetes Secret mounts them. The file is re-read when
-//! its modification time or size changes, checked at most once a second, so a
-//! rotated secret takes effect without a restart.
+//! skipped), the way a Kubernetes Secret mounts them: a [`SecretFile`] looked
+//! at once a second, so a rotated secret takes effect without a restart.
 //!
 //! A line may bind its token to an identity: `<token> <component>
 //! [<instance pattern>]`, the pattern with `*` wildcards. The collector lets
@@ -13,10 +12,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tonic::Status;
 use tonic::metadata::MetadataMap;
+
+use crate::secret::SecretFile;
 
 /// How often the token file's metadata is looked at, at most.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -86,60 +87,61 @@ pub struct Entry {
     pub binding: Option<Binding>,
 }
 
-#[derive(Debug)]
-struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
-    checked: Instant,
-    tokens: Arc<Vec<Entry>>,
+/// A file of accepted tokens, re-read when it changes. `Debug` never shows
+/// a token.
+pub struct TokenFile {
+    file: SecretFile<Vec<Entry>>,
+    /// The tokens last read well, and the last problem logged since.
+    good: Mutex<(Arc<Vec<Entry>>, Option<String>)>,
 }
 
-/// A file of accepted tokens, re-read when it changes.
-#[derive(Debug)]
-pub struct TokenFile {
-    path: PathBuf,
-    loaded: Mutex<Loaded>,
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenFile")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenFile {
     /// Reads the file; it must exist and hold at least one token.
     pub fn open(path: &Path) -> Result<Self, AuthError> {
-        let tokens = read_tokens(path)?;
+        let tokens = Arc::new(read_tokens(path)?);
+        let file = SecretFile::new(
+            path.to_path_buf(),
+            |path| read_tokens(path).map_err(|e| e.to_string()),
+            RECHECK,
+        );
+        let tokens = file.current().unwrap_or(tokens);
         Ok(Self {
-            path: path.to_path_buf(),
-            loaded: Mutex::new(Loaded {
-                stamp: stamp(path),
-                checked: Instant::now(),
-                tokens: Arc::new(tokens),
-            }),
+            file,
+            good: Mutex::new((tokens, None)),
         })
     }
 
     /// The path the tokens come from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The current tokens. A file that became unreadable or empty keeps the
-    /// previous tokens (and says so in the log) rather than locking everyone out.
+    /// previous tokens (and says so in the log, once) rather than locking
+    /// everyone out.
     pub fn tokens(&self) -> Arc<Vec<Entry>> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if loaded.checked.elapsed() >= RECHECK {
-            loaded.checked = Instant::now();
-            let now = stamp(&self.path);
-            if now != loaded.stamp {
-                match read_tokens(&self.path) {
-                    Ok(tokens) => {
-                        tracing::info!(path = %self.path.display(), count = tokens.len(), "token file re-read");
-                        loaded.tokens = Arc::new(tokens);
-                        loaded.stamp = now;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "keeping the previous tokens");
-                    }
-                }
+        let mut good = self.good.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.file.current() {
+            Ok(tokens) if !Arc::ptr_eq(&tokens, &good.0) => {
+                tracing::info!(path = %self.path().display(), count = tokens.len(), "token file re-read");
+                *good = (tokens, None);
             }
+            Ok(_) => {}
+            Err(error) if good.1.as_ref() != Some(&error) => {
+                tracing::warn!(path = %self.path().display(), %error, "keeping the previous tokens");
+                good.1 = Some(error);
+            }
+            Err(_) => {}
         }
-        Arc::clone(&loaded.tokens)
+        Arc::clone(&good.0)
     }
 
     /// The first token, for clients that send one.
@@ -149,11 +151,6 @@ impl TokenFile {
             .map(|entry| entry.token.clone())
             .unwrap_or_default()
     }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 fn read_tokens(path: &Path) -> Result<Vec<Entry>, AuthError> {
@@ -329,6 +326,15 @@ mod tests {
         std::thread::sleep(RECHECK + Duration::from_millis(50));
         assert!(auth.check(&metadata("Bearer new-token")).is_ok());
         assert!(auth.check(&metadata("Bearer old")).is_err());
+        // Emptied or removed: the tokens read last still count.
+        std::fs::write(&path, "\n").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(auth.check(&metadata("Bearer new-token")).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(auth.check(&metadata("Bearer new-token")).is_ok());
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("new-token"), "{shown}");
     }
 
     #[test]

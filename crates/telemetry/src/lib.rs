@@ -9,7 +9,8 @@
 //! * [`logging`]: logging setup, text or JSON, and the span export.
 //! * [`trace`]: distributed tracing: OTLP export, W3C trace context on
 //!   every hop, a span per request served.
-//! * [`auth`]: bearer tokens from a file, re-read when it changes.
+//! * [`secret`]: a secret in a file, re-read when it changes.
+//! * [`auth`]: bearer tokens from such a file.
 //! * [`tls`]: TLS for gRPC listeners and clients.
 //!
 //! How a service starts, is configured and serves is `automation-runtime`'s.
@@ -21,5 +22,6 @@ pub mod client;
 pub mod logging;
 pub mod reporter;
 pub mod sampler;
+pub mod secret;
 pub mod tls;
 pub mod trace;

@@ -98,7 +98,6 @@ impl GatewayConfig {
     }
 }
 
-
 /// The gateway configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

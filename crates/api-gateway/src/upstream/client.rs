@@ -672,7 +672,10 @@ mod tests {
             let cap =
                 Duration::from_millis(200 * (1 << retry.min(20))).min(Duration::from_millis(250));
             let delay = upstream.backoff(retry);
-            assert!(delay >= Duration::from_millis(50) && delay <= cap, "{retry}: {delay:?}");
+            assert!(
+                delay >= Duration::from_millis(50) && delay <= cap,
+                "{retry}: {delay:?}"
+            );
         }
     }
 }

@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The DeepSeek API key: none, a fixed value, or a file that is re-read when
-/// it changes (its modification time, length or inode, checked on every
-/// [`ApiKey::get`] — one `stat`).
+use automation_telemetry::secret::SecretFile;
+
+/// The DeepSeek API key: none, a fixed value, or a [`SecretFile`] re-read
+/// when it changes (looked at on every [`ApiKey::get`] — one `stat`).
 ///
 /// `Debug` and `Display` never show the key: they print `ApiKey(set)` or
 /// `ApiKey(unset)`.
@@ -20,50 +21,20 @@ pub struct ApiKey {
 enum KeySource {
     None,
     Value(Option<Arc<str>>),
-    File {
-        path: PathBuf,
-        cache: Mutex<FileKey>,
-    },
+    File(SecretFile<Option<Arc<str>>>),
 }
 
-/// What the key file held when last read.
-struct FileKey {
-    stamp: Option<FileStamp>,
-    state: KeyState,
-}
-
-#[derive(Clone)]
 enum KeyState {
     Set(Arc<str>),
     Empty,
     Error(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Self {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-            inode,
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The key file's key, trimmed; `None` when it holds only whitespace.
+fn read_key(path: &Path) -> Result<Option<Arc<str>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let key = text.trim();
+    Ok((!key.is_empty()).then(|| Arc::from(key)))
 }
 
 impl ApiKey {
@@ -105,13 +76,11 @@ impl ApiKey {
     /// file changes; surrounding whitespace is trimmed.
     pub fn file(path: PathBuf) -> Self {
         Self {
-            source: Arc::new(KeySource::File {
+            source: Arc::new(KeySource::File(SecretFile::new(
                 path,
-                cache: Mutex::new(FileKey {
-                    stamp: None,
-                    state: KeyState::Error("not read yet".to_owned()),
-                }),
-            }),
+                read_key,
+                Duration::ZERO,
+            ))),
         }
     }
 
@@ -135,14 +104,14 @@ impl ApiKey {
             }
             (KeySource::Value(_), KeyState::Set(_)) => "DEEPSEEK_API_KEY is set".to_owned(),
             (KeySource::Value(_), _) => "DEEPSEEK_API_KEY is empty".to_owned(),
-            (KeySource::File { path, .. }, KeyState::Set(_)) => {
-                format!("DEEPSEEK_API_KEY_FILE {} is set", path.display())
+            (KeySource::File(file), KeyState::Set(_)) => {
+                format!("DEEPSEEK_API_KEY_FILE {} is set", file.path().display())
             }
-            (KeySource::File { path, .. }, KeyState::Empty) => {
-                format!("DEEPSEEK_API_KEY_FILE {} is empty", path.display())
+            (KeySource::File(file), KeyState::Empty) => {
+                format!("DEEPSEEK_API_KEY_FILE {} is empty", file.path().display())
             }
-            (KeySource::File { path, .. }, KeyState::Error(e)) => {
-                format!("DEEPSEEK_API_KEY_FILE {}: {e}", path.display())
+            (KeySource::File(file), KeyState::Error(e)) => {
+                format!("DEEPSEEK_API_KEY_FILE {}: {e}", file.path().display())
             }
         }
     }
@@ -152,30 +121,13 @@ impl ApiKey {
             KeySource::None => KeyState::Empty,
             KeySource::Value(Some(key)) => KeyState::Set(key.clone()),
             KeySource::Value(None) => KeyState::Empty,
-            KeySource::File { path, cache } => {
-                let mut cache = lock(cache);
-                match std::fs::metadata(path) {
-                    Err(e) => {
-                        cache.stamp = None;
-                        cache.state = KeyState::Error(e.to_string());
-                    }
-                    Ok(meta) => {
-                        let stamp = FileStamp::of(&meta);
-                        if cache.stamp != Some(stamp) {
-                            cache.state = match std::fs::read_to_string(path) {
-                                Ok(text) if text.trim().is_empty() => KeyState::Empty,
-                                Ok(text) => KeyState::Set(Arc::from(text.trim())),
-                                Err(e) => KeyState::Error(e.to_string()),
-                            };
-                            cache.stamp = match cache.state {
-                                KeyState::Error(_) => None,
-                                _ => Some(stamp),
-                            };
-                        }
-                    }
-                }
-                cache.state.clone()
-            }
+            KeySource::File(file) => match file.current() {
+                Ok(key) => match &*key {
+                    Some(key) => KeyState::Set(Arc::clone(key)),
+                    None => KeyState::Empty,
+                },
+                Err(error) => KeyState::Error(error),
+            },
         }
     }
 }

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::ReporterConfig;
-use crate::backoff::Backoff;
 use super::connection::{Attempt, Connection};
 use super::shared::{Shared, after, after_from};
+use crate::backoff::Backoff;
 use crate::client::append_causes;
 
 /// Failures after the first are logged at warn once per this period.

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_runtime::binary::ServiceCli;
 use automation_runtime::config::{
     CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
 };
@@ -37,15 +36,7 @@ pub struct Cli {
     pub gateway: GatewayArgs,
 }
 
-impl ServiceCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn listen(&self) -> (SocketAddr, SocketAddr) {
-        (self.grpc_listen, self.http_listen)
-    }
-}
+automation_runtime::service_cli!(Cli);
 
 impl TryFrom<Cli> for Config {
     type Error = String;
@@ -196,14 +187,10 @@ pub fn client_rate(limit: f64, burst: u32) -> Result<Option<(f64, u32)>, String>
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::try_from(cli)
+        automation_testkit::config::converted::<Cli, Config>(args)
     }
 
     #[test]

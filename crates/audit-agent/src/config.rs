@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use automation_runtime::binary::ServiceCli;
 use automation_runtime::config::{
     CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
 };
@@ -52,15 +51,7 @@ pub struct Cli {
     pub audit: AuditArgs,
 }
 
-impl ServiceCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn listen(&self) -> (SocketAddr, SocketAddr) {
-        (self.grpc_listen, self.http_listen)
-    }
-}
+automation_runtime::service_cli!(Cli);
 
 impl TryFrom<Cli> for Config {
     type Error = String;
@@ -177,14 +168,10 @@ impl AuditArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::try_from(cli)
+        automation_testkit::config::converted::<Cli, Config>(args)
     }
 
     #[test]

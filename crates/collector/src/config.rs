@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use automation_runtime::binary::ServiceCli;
 use automation_runtime::config::{CommonArgs, parse_duration, parse_interval};
 
 use crate::state::Limits;
@@ -40,15 +39,7 @@ pub struct Cli {
     pub collector: CollectorArgs,
 }
 
-impl ServiceCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn listen(&self) -> (SocketAddr, SocketAddr) {
-        (self.grpc_listen, self.http_listen)
-    }
-}
+automation_runtime::service_cli!(Cli);
 
 impl TryFrom<Cli> for Config {
     type Error = String;
@@ -167,14 +158,10 @@ impl CollectorArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("collector").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::try_from(cli)
+        automation_testkit::config::converted::<Cli, Config>(args)
     }
 
     #[test]

@@ -24,6 +24,23 @@ pub trait ServiceCli {
     fn listen(&self) -> (SocketAddr, SocketAddr);
 }
 
+/// Implements [`ServiceCli`] for a command line with the fields
+/// `grpc_listen`, `http_listen` and `common` (the flattened [`CommonArgs`]).
+#[macro_export]
+macro_rules! service_cli {
+    ($cli:ty) => {
+        impl $crate::binary::ServiceCli for $cli {
+            fn common(&self) -> &$crate::config::CommonArgs {
+                &self.common
+            }
+
+            fn listen(&self) -> (::std::net::SocketAddr, ::std::net::SocketAddr) {
+                (self.grpc_listen, self.http_listen)
+            }
+        }
+    };
+}
+
 /// What stops a service.
 pub trait ServiceError: std::fmt::Display {
     /// Whether it is a configuration found unusable only at start (such as

@@ -139,14 +139,12 @@ impl TryFrom<Cli> for StackConfig {
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
 
     use super::*;
 
     fn config(args: &[&str]) -> Result<StackConfig, String> {
-        let cli = Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        StackConfig::try_from(cli)
+        automation_testkit::config::converted::<Cli, StackConfig>(args)
     }
 
     #[test]

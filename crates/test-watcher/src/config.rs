@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use automation_runtime::binary::ServiceCli;
 use automation_runtime::config::{
     CommonArgs, ReporterArgs, ServiceConfig, parse_duration, parse_interval,
 };
@@ -41,15 +40,7 @@ pub struct Cli {
     pub gateway: GatewayArgs,
 }
 
-impl ServiceCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn listen(&self) -> (SocketAddr, SocketAddr) {
-        (self.grpc_listen, self.http_listen)
-    }
-}
+automation_runtime::service_cli!(Cli);
 
 impl TryFrom<Cli> for Config {
     type Error = String;
@@ -172,7 +163,7 @@ mod tests {
     }
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        Config::try_from(parse(args).map_err(|e| e.to_string())?)
+        automation_testkit::config::converted::<Cli, Config>(args)
     }
 
     #[test]

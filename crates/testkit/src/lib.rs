@@ -2,6 +2,7 @@
 //! no binary links it, and no production library holds test code.
 //!
 //! * [`binary`]: a service binary refusing a bad configuration.
+//! * [`config`]: a command line converted into a service's configuration.
 //! * [`collector`]: a real collector on free loopback ports, its gRPC
 //!   client and `/metrics`, and `promtool check metrics`.
 //! * [`upstream`]: a scriptable fake DeepSeek (OpenAI-compatible) server.
@@ -13,6 +14,7 @@
 
 pub mod binary;
 pub mod collector;
+pub mod config;
 pub mod git;
 pub mod http;
 pub mod samples;

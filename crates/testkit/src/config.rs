@@ -1,0 +1,15 @@
+//! A service's command line converted into its configuration, the way its
+//! binary does, for the conversion's unit tests.
+
+/// Parses `args` (the program name left out, the environment read as the
+/// binary would) into `C`, then converts it into `T`; clap's error or the
+/// conversion's, as text.
+pub fn converted<C, T>(args: &[&str]) -> Result<T, String>
+where
+    C: clap::Parser,
+    T: TryFrom<C, Error = String>,
+{
+    let cli = C::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    T::try_from(cli)
+}

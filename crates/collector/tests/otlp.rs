@@ -184,32 +184,24 @@ async fn otlp_senders_need_a_token_bound_to_their_service() {
     assert!(m.value("collector_pushes_total", &[("code", "permission_denied")]) >= 2.0);
 }
 
-/// A hand-made export of one gauge point per attribute value in `values`.
-fn gauge_export(
-    service: &str,
-    instance: &str,
-    name: &str,
-    values: &[String],
-) -> otlp::collector::metrics::v1::ExportMetricsServiceRequest {
+fn attribute(key: &str, value: &str) -> otlp::common::v1::KeyValue {
     use otlp::common::v1::{AnyValue, KeyValue, any_value};
-    use otlp::metrics::v1::{
-        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
-    };
-    let attribute = |key: &str, value: &str| KeyValue {
+    KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.to_owned())),
         }),
         ..Default::default()
-    };
-    let points = values
-        .iter()
-        .map(|v| NumberDataPoint {
-            attributes: vec![attribute("k", v)],
-            value: Some(number_data_point::Value::AsDouble(1.0)),
-            ..Default::default()
-        })
-        .collect();
+    }
+}
+
+/// A hand-made export of `metrics` from `service`'s instance `instance`.
+fn export_of(
+    service: &str,
+    instance: &str,
+    metrics: Vec<otlp::metrics::v1::Metric>,
+) -> otlp::collector::metrics::v1::ExportMetricsServiceRequest {
+    use otlp::metrics::v1::{ResourceMetrics, ScopeMetrics};
     otlp::collector::metrics::v1::ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(otlp::resource::v1::Resource {
@@ -220,18 +212,95 @@ fn gauge_export(
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: name.to_owned(),
-                    data: Some(metric::Data::Gauge(Gauge {
-                        data_points: points,
-                    })),
-                    ..Default::default()
-                }],
+                metrics,
                 ..Default::default()
             }],
             ..Default::default()
         }],
     }
+}
+
+/// One number point of `value`, its attribute `k` set to `label`.
+fn number_point(label: &str, value: f64) -> otlp::metrics::v1::NumberDataPoint {
+    use otlp::metrics::v1::{NumberDataPoint, number_data_point};
+    NumberDataPoint {
+        attributes: vec![attribute("k", label)],
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    }
+}
+
+/// A hand-made export of one gauge point per attribute value in `values`.
+fn gauge_export(
+    service: &str,
+    instance: &str,
+    name: &str,
+    values: &[String],
+) -> otlp::collector::metrics::v1::ExportMetricsServiceRequest {
+    use otlp::metrics::v1::{Gauge, Metric, metric};
+    let metric = Metric {
+        name: name.to_owned(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: values.iter().map(|v| number_point(v, 1.0)).collect(),
+        })),
+        ..Default::default()
+    };
+    export_of(service, instance, vec![metric])
+}
+
+#[tokio::test]
+async fn summaries_are_refused_by_point_and_delta_sums_add_up() {
+    use otlp::metrics::v1::{
+        AggregationTemporality, Metric, Sum, Summary, SummaryDataPoint, metric,
+    };
+    let collector = collector(|_| {}).await;
+    let mut client = otlp_client(&collector).await;
+    let delta = |value: f64| Metric {
+        name: "jobs".to_owned(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![number_point("a", value)],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let summary = Metric {
+        name: "latency".to_owned(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint::default(), SummaryDataPoint::default()],
+        })),
+        ..Default::default()
+    };
+    let answer = client
+        .export(export_of("batch", "b-1", vec![delta(3.0), summary]))
+        .await
+        .expect("a partial success, not an error")
+        .into_inner();
+    let partial = answer.partial_success.expect("the refusal is said");
+    assert_eq!(partial.rejected_data_points, 2, "{partial:?}");
+    assert!(partial.error_message.contains("summaries"), "{partial:?}");
+    client
+        .export(export_of("batch", "b-1", vec![delta(4.5)]))
+        .await
+        .expect("the second delta");
+
+    let labels = [
+        ("component", "batch"),
+        ("component_instance", "b-1"),
+        ("k", "a"),
+    ];
+    let m = collector
+        .eventually("the deltas add up", |m| {
+            m.value("jobs_total", &labels) == 7.5
+        })
+        .await;
+    assert!(!m.has("latency", &[]) && !m.has("latency_count", &[]));
+    assert!(
+        m.value(
+            "collector_events_rejected_total",
+            &[("reason", "unsupported_metric")]
+        ) >= 2.0
+    );
 }
 
 use opentelemetry_proto::tonic as otlp;

@@ -187,23 +187,26 @@ pub fn client_rate(limit: f64, burst: u32) -> Result<Option<(f64, u32)>, String>
 
 #[cfg(test)]
 mod tests {
+    use automation_telemetry::reporter::ReporterConfig;
+    use automation_testkit::config::{assert_converts, converted};
+
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        automation_testkit::config::converted::<Cli, Config>(args)
+        converted::<Cli, Config>(args)
+    }
+
+    /// What the reporter flags' defaults give for `instance`.
+    fn reporter(instance: &str) -> ReporterConfig {
+        let version = env!("CARGO_PKG_VERSION");
+        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
     }
 
     #[test]
     fn the_flags_defaults_are_the_libraries() {
-        let mut from_flags = config(&["--instance", "gw-1"]).unwrap();
-        let reporter = from_flags.service.reporter.take().expect("a reporter");
-        assert_eq!(reporter.endpoint, "http://127.0.0.1:50051");
-        assert_eq!(
-            (reporter.service.as_str(), reporter.instance.as_str()),
-            (NAME, "gw-1")
-        );
-        let expected = Config::new("gw-1", "https://api.deepseek.com", ApiKey::none());
-        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+        let mut expected = Config::new("gw-1", "https://api.deepseek.com", ApiKey::none());
+        expected.service.reporter = Some(reporter("gw-1"));
+        assert_converts::<Cli, Config>(&["--instance", "gw-1"], &expected);
     }
 
     #[test]

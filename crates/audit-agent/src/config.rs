@@ -168,22 +168,26 @@ impl AuditArgs {
 
 #[cfg(test)]
 mod tests {
+    use automation_telemetry::reporter::ReporterConfig;
+    use automation_testkit::config::{assert_converts, converted};
+
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        automation_testkit::config::converted::<Cli, Config>(args)
+        converted::<Cli, Config>(args)
+    }
+
+    /// What the reporter flags' defaults give for `instance`.
+    fn reporter(instance: &str) -> ReporterConfig {
+        let version = env!("CARGO_PKG_VERSION");
+        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
     }
 
     #[test]
     fn the_flags_defaults_are_the_libraries() {
-        let mut from_flags = config(&["--instance", "a-1"]).unwrap();
-        let reporter = from_flags.service.reporter.take().expect("a reporter");
-        assert_eq!(
-            (reporter.service.as_str(), reporter.instance.as_str()),
-            (NAME, "a-1")
-        );
-        let expected = Config::new("a-1", ".".into(), ".automation/audit-agent.db".into());
-        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+        let mut expected = Config::new("a-1", ".".into(), ".automation/audit-agent.db".into());
+        expected.service.reporter = Some(reporter("a-1"));
+        assert_converts::<Cli, Config>(&["--instance", "a-1"], &expected);
     }
 
     #[test]

@@ -158,19 +158,20 @@ impl CollectorArgs {
 
 #[cfg(test)]
 mod tests {
+    use automation_testkit::config::{assert_converts, converted};
+
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        automation_testkit::config::converted::<Cli, Config>(args)
+        converted::<Cli, Config>(args)
     }
 
     #[test]
     fn the_flags_defaults_are_the_libraries() {
-        let from_flags = config(&["--instance", "c-1"]).unwrap();
         let mut expected = Config::new("c-1");
         expected.otlp_grpc = Some("0.0.0.0:4317".parse().unwrap());
         expected.otlp_http = Some("0.0.0.0:4318".parse().unwrap());
-        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+        assert_converts::<Cli, Config>(&["--instance", "c-1"], &expected);
     }
 
     #[test]

@@ -154,6 +154,8 @@ impl GatewayArgs {
 
 #[cfg(test)]
 mod tests {
+    use automation_telemetry::reporter::ReporterConfig;
+    use automation_testkit::config::{assert_converts, converted};
     use clap::Parser;
 
     use super::*;
@@ -163,19 +165,20 @@ mod tests {
     }
 
     fn config(args: &[&str]) -> Result<Config, String> {
-        automation_testkit::config::converted::<Cli, Config>(args)
+        converted::<Cli, Config>(args)
+    }
+
+    /// What the reporter flags' defaults give for `instance`.
+    fn reporter(instance: &str) -> ReporterConfig {
+        let version = env!("CARGO_PKG_VERSION");
+        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
     }
 
     #[test]
     fn the_flags_defaults_are_the_libraries() {
-        let mut from_flags = config(&["--instance", "tw-1"]).unwrap();
-        let reporter = from_flags.service.reporter.take().expect("a reporter");
-        assert_eq!(
-            (reporter.service.as_str(), reporter.instance.as_str()),
-            (NAME, "tw-1")
-        );
-        let expected = Config::new("tw-1", ".".into());
-        assert_eq!(format!("{from_flags:?}"), format!("{expected:?}"));
+        let mut expected = Config::new("tw-1", ".".into());
+        expected.service.reporter = Some(reporter("tw-1"));
+        assert_converts::<Cli, Config>(&["--instance", "tw-1"], &expected);
     }
 
     #[test]

@@ -13,3 +13,18 @@ where
         .map_err(|e| e.to_string())?;
     T::try_from(cli)
 }
+
+/// Asserts that `args` convert into exactly `expected`, every field
+/// compared (through `Debug`).
+pub fn assert_converts<C, T>(args: &[&str], expected: &T)
+where
+    C: clap::Parser,
+    T: TryFrom<C, Error = String> + std::fmt::Debug,
+{
+    let converted = converted::<C, T>(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert_eq!(
+        format!("{converted:?}"),
+        format!("{expected:?}"),
+        "{args:?}"
+    );
+}

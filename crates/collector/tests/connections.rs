@@ -208,6 +208,47 @@ async fn silent_and_idle_connections_are_closed() {
     assert_eq!(again.accepted, 1);
 }
 
+/// Reads HTTP/2 frames until the server closes the connection; the type
+/// of each frame seen.
+async fn frame_types_until_closed(mut stream: TcpStream) -> Vec<u8> {
+    let (mut types, mut pending, mut chunk) = (Vec::new(), Vec::new(), [0u8; 4096]);
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return types,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+        while pending.len() >= 9 {
+            let length = u32::from_be_bytes([0, pending[0], pending[1], pending[2]]) as usize;
+            if pending.len() < 9 + length {
+                break;
+            }
+            types.push(pending[3]);
+            pending.drain(..9 + length);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_disconnected() {
+    const PING: u8 = 6;
+    let mut config = Config::new("collector-test");
+    config.service.connections.keepalive_interval = Duration::from_millis(200);
+    config.service.connections.keepalive_timeout = Duration::from_millis(200);
+    // The idle timeout (5 minutes) is far away: only the pings can close it.
+    let collector = TestCollector::start(config).await;
+    // A peer that handshakes, then goes silent, as a vanished node would.
+    let mut gone = TcpStream::connect(collector.grpc).await.expect("connect");
+    gone.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let types = within(
+        "the unanswered ping closes the connection",
+        frame_types_until_closed(gone),
+    )
+    .await;
+    assert!(types.contains(&PING), "frames seen: {types:?}");
+}
+
 #[tokio::test]
 async fn undecodable_and_oversized_pushes_are_answered_plainly_and_counted() {
     let mut config = Config::new("collector-test");

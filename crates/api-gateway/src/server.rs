@@ -139,20 +139,22 @@ fn with_retry_hint(code: Code, message: String, wait: Duration) -> Status {
 }
 
 /// The gRPC status for a refusal: the one place the gRPC door maps errors.
-fn status(refusal: Refusal) -> Status {
-    let code = match refusal.class {
-        Class::Invalid => Code::InvalidArgument,
-        Class::RequestTooLarge | Class::AnswerTooLarge | Class::RateLimited => {
-            Code::ResourceExhausted
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        let code = match refusal.class {
+            Class::Invalid => Code::InvalidArgument,
+            Class::RequestTooLarge | Class::AnswerTooLarge | Class::RateLimited => {
+                Code::ResourceExhausted
+            }
+            Class::KeyRejected => Code::PermissionDenied,
+            Class::PaymentRequired | Class::NotConfigured => Code::FailedPrecondition,
+            Class::CircuitOpen | Class::Upstream => Code::Unavailable,
+            Class::Timeout => Code::DeadlineExceeded,
+        };
+        match refusal.retry_after {
+            Some(wait) => with_retry_hint(code, refusal.message, wait),
+            None => Status::new(code, refusal.message),
         }
-        Class::KeyRejected => Code::PermissionDenied,
-        Class::PaymentRequired | Class::NotConfigured => Code::FailedPrecondition,
-        Class::CircuitOpen | Class::Upstream => Code::Unavailable,
-        Class::Timeout => Code::DeadlineExceeded,
-    };
-    match refusal.retry_after {
-        Some(wait) => with_retry_hint(code, refusal.message, wait),
-        None => Status::new(code, refusal.message),
     }
 }
 
@@ -206,8 +208,12 @@ impl ApiGateway for ApiGatewayService {
             .gateway
             .admit(&client, request.get_ref(), false)
             .await
-            .map_err(status)?;
-        admitted.answer().await.map(Response::new).map_err(status)
+            .map_err(Status::from)?;
+        admitted
+            .answer()
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     type StreamChatCompletionStream = ChunkStream;
@@ -221,8 +227,8 @@ impl ApiGateway for ApiGatewayService {
             .gateway
             .admit(&client, request.get_ref(), true)
             .await
-            .map_err(status)?;
-        let chunks = admitted.pump(|item| item.map_err(status));
+            .map_err(Status::from)?;
+        let chunks = admitted.pump(|item| item.map_err(Status::from));
         Ok(Response::new(Box::pin(ReceiverStream::new(chunks))))
     }
 
@@ -232,8 +238,8 @@ impl ApiGateway for ApiGatewayService {
     ) -> Result<Response<ListModelsResponse>, Status> {
         self.gateway
             .check_rate(&self.client(&request))
-            .map_err(status)?;
-        let models = self.gateway.list_models().await.map_err(status)?;
+            .map_err(Status::from)?;
+        let models = self.gateway.list_models().await.map_err(Status::from)?;
         Ok(Response::new(models))
     }
 
@@ -243,12 +249,12 @@ impl ApiGateway for ApiGatewayService {
     ) -> Result<Response<GetBalanceResponse>, Status> {
         self.gateway
             .check_rate(&self.client(&request))
-            .map_err(status)?;
+            .map_err(Status::from)?;
         let balance = self
             .gateway
             .balance_now()
             .await
-            .map_err(|f| status(map_failure(&f).0))?;
+            .map_err(|f| Status::from(map_failure(&f).0))?;
         Ok(Response::new(GetBalanceResponse {
             is_available: balance.is_available,
             balances: balance

@@ -14,7 +14,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
-use super::{Gateway, request_too_large, status};
+use super::{Gateway, request_too_large};
 use crate::chat::Call;
 
 /// The largest request message accepted, in bytes: 4 MiB, far above any
@@ -67,7 +67,7 @@ where
             };
             let detail = refused.message();
             let refusal = request_too_large(detail.strip_prefix("Error, ").unwrap_or(detail));
-            Ok(status(Call::new(&gateway, "").refuse(refusal)).into_http())
+            Ok(Status::from(Call::new(&gateway, "").refuse(refusal)).into_http())
         })
     }
 }

@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test tools fmt-check clippy rust-test monitoring-check monitoring-e2e monitoring deploy-check bench catalog
+.PHONY: run test tools fmt-check clippy rust-test monitoring-check monitoring deploy-check bench catalog
 
 PYTHON ?= .venv/bin/python
 
@@ -14,7 +14,7 @@ run:
 	./target/release/automation-stack
 
 ## Every check: formatting, clippy -D warnings, all tests.
-test: tools fmt-check clippy deploy-check monitoring-check rust-test monitoring-e2e
+test: tools fmt-check clippy deploy-check monitoring-check rust-test
 
 tools:
 	./scripts/install-test-tools.sh
@@ -25,17 +25,15 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## Every Rust test, the monitoring end to end among them
+## (crates/stack/tests/monitoring.rs: the services, the real Prometheus with
+## monitoring/'s rules and the real Alertmanager with its routing).
 rust-test:
 	./scripts/rust-tests.sh
 
 ## Rules, alerts, routing and dashboards against the catalog and the real tools.
 monitoring-check:
 	$(PYTHON) scripts/check-monitoring.py
-
-## The real Prometheus and Alertmanager against the running services.
-monitoring-e2e:
-	$(CARGO) build --locked --workspace --bins
-	$(PYTHON) scripts/monitoring_e2e.py
 
 ## Image, manifests and workflows: yamllint, hadolint, Dockerfile.prod
 ## against its users, kustomize + kubernetes-validate, CRD schemas,

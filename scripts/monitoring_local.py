@@ -9,6 +9,7 @@ placeholders under .automation/monitoring/secrets (fill them in to really
 page) and serves http://localhost:9093. Ctrl-C stops both.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,17 @@ from pathlib import Path
 
 import yaml
 
-from monitoring_e2e import MONITORING, ROOT, which
+ROOT = Path(__file__).resolve().parent.parent
+MONITORING = ROOT / "monitoring"
+
+
+def which(*names):
+    for name in names:
+        for d in os.environ.get("PATH", "").split(":"):
+            p = Path(d) / name
+            if p.is_file() and os.access(p, os.X_OK):
+                return str(p)
+    sys.exit(f"monitoring: none of {names} is installed (make tools installs them)")
 
 
 def local_alertmanager_config(state):

@@ -125,7 +125,15 @@ async fn the_stack_end_to_end_through_automationctl() {
                 && m.get(
                     "audit_agent_runs_total",
                     &labels("audit-agent", &[("result", "ok")]),
-                ) == Some(1.0);
+                ) == Some(1.0)
+                // The gateway reports its calls on its own schedule.
+                && m.get(
+                    "deepseek_api_calls_total",
+                    &labels(
+                        "api-gateway",
+                        &[("model", "deepseek-chat"), ("status", "ok")],
+                    ),
+                ) == Some(2.0);
             (done, m)
         },
     )

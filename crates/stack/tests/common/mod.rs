@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod services;
 pub mod traces;
 
 use std::path::{Path, PathBuf};

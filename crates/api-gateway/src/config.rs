@@ -187,8 +187,7 @@ pub fn client_rate(limit: f64, burst: u32) -> Result<Option<(f64, u32)>, String>
 
 #[cfg(test)]
 mod tests {
-    use automation_telemetry::reporter::ReporterConfig;
-    use automation_testkit::config::{assert_converts, converted};
+    use automation_testkit::config::{assert_converts, converted, default_reporter};
 
     use super::*;
 
@@ -196,16 +195,10 @@ mod tests {
         converted::<Cli, Config>(args)
     }
 
-    /// What the reporter flags' defaults give for `instance`.
-    fn reporter(instance: &str) -> ReporterConfig {
-        let version = env!("CARGO_PKG_VERSION");
-        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
-    }
-
     #[test]
     fn the_flags_defaults_are_the_libraries() {
         let mut expected = Config::new("gw-1", "https://api.deepseek.com", ApiKey::none());
-        expected.service.reporter = Some(reporter("gw-1"));
+        expected.service.reporter = Some(default_reporter(NAME, "gw-1"));
         assert_converts::<Cli, Config>(&["--instance", "gw-1"], &expected);
     }
 

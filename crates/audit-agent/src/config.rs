@@ -168,8 +168,7 @@ impl AuditArgs {
 
 #[cfg(test)]
 mod tests {
-    use automation_telemetry::reporter::ReporterConfig;
-    use automation_testkit::config::{assert_converts, converted};
+    use automation_testkit::config::{assert_converts, converted, default_reporter};
 
     use super::*;
 
@@ -177,16 +176,10 @@ mod tests {
         converted::<Cli, Config>(args)
     }
 
-    /// What the reporter flags' defaults give for `instance`.
-    fn reporter(instance: &str) -> ReporterConfig {
-        let version = env!("CARGO_PKG_VERSION");
-        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
-    }
-
     #[test]
     fn the_flags_defaults_are_the_libraries() {
         let mut expected = Config::new("a-1", ".".into(), ".automation/audit-agent.db".into());
-        expected.service.reporter = Some(reporter("a-1"));
+        expected.service.reporter = Some(default_reporter(NAME, "a-1"));
         assert_converts::<Cli, Config>(&["--instance", "a-1"], &expected);
     }
 

@@ -154,8 +154,7 @@ impl GatewayArgs {
 
 #[cfg(test)]
 mod tests {
-    use automation_telemetry::reporter::ReporterConfig;
-    use automation_testkit::config::{assert_converts, converted};
+    use automation_testkit::config::{assert_converts, converted, default_reporter};
     use clap::Parser;
 
     use super::*;
@@ -168,16 +167,10 @@ mod tests {
         converted::<Cli, Config>(args)
     }
 
-    /// What the reporter flags' defaults give for `instance`.
-    fn reporter(instance: &str) -> ReporterConfig {
-        let version = env!("CARGO_PKG_VERSION");
-        ReporterConfig::new("http://127.0.0.1:50051", NAME, instance, version)
-    }
-
     #[test]
     fn the_flags_defaults_are_the_libraries() {
         let mut expected = Config::new("tw-1", ".".into());
-        expected.service.reporter = Some(reporter("tw-1"));
+        expected.service.reporter = Some(default_reporter(NAME, "tw-1"));
         assert_converts::<Cli, Config>(&["--instance", "tw-1"], &expected);
     }
 

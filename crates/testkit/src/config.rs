@@ -28,3 +28,18 @@ where
         "{args:?}"
     );
 }
+
+/// The reporter configuration the reporter flags' defaults give `service`'s
+/// instance `instance`.
+pub fn default_reporter(
+    service: &str,
+    instance: &str,
+) -> automation_telemetry::reporter::ReporterConfig {
+    let version = env!("CARGO_PKG_VERSION");
+    automation_telemetry::reporter::ReporterConfig::new(
+        "http://127.0.0.1:50051",
+        service,
+        instance,
+        version,
+    )
+}

@@ -29,7 +29,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use automation_testkit::http_get;
+use automation_testkit::try_http_get;
 use automation_testkit::upstream::{FakeUpstream, Reply, Sse, answer};
 use axum::Router;
 use axum::body::Bytes;
@@ -147,33 +147,25 @@ async fn panels_show_data_and_alerts_are_routed() {
     let prom_config =
         prometheus_overlay(&monitoring, work.path(), collector.http, prom_port, am_port);
     let am_config = alertmanager_overlay(&monitoring, work.path(), webhook.addr.port());
-    let mut am = Guarded::spawn(
-        "alertmanager",
-        Command::new(&alertmanager)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                work.path().join("am").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-        &logs.join("alertmanager.log"),
+    let mut am = run_tool(
+        &alertmanager,
+        &am_config,
+        ("--storage.path", &work.path().join("am")),
+        am_port,
+        &["--cluster.listen-address="],
+        &logs,
     );
-    let mut prom = Guarded::spawn(
-        "prometheus",
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                work.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            // Alerts that fire before Prometheus has discovered Alertmanager
-            // (its discovery reports at most every 5 s) are dropped and sent
-            // again only after this delay (1 m by default): Watchdog, which
-            // fires from the first evaluations, would arrive a minute late.
-            .arg("--rules.alert.resend-delay=1s"),
-        &logs.join("prometheus.log"),
+    // Alerts that fire before Prometheus has discovered Alertmanager (its
+    // discovery reports at most every 5 s) are dropped and sent again only
+    // after the resend delay (1 m by default): Watchdog, which fires from
+    // the first evaluations, would arrive a minute late.
+    let mut prom = run_tool(
+        &prometheus,
+        &prom_config,
+        ("--storage.tsdb.path", &work.path().join("tsdb")),
+        prom_port,
+        &["--rules.alert.resend-delay=1s"],
+        &logs,
     );
     let prom_addr: SocketAddr = ([127, 0, 0, 1], prom_port).into();
     let am_addr: SocketAddr = ([127, 0, 0, 1], am_port).into();
@@ -429,6 +421,32 @@ async fn panels_show_data_and_alerts_are_routed() {
     );
 }
 
+/// Prometheus or Alertmanager (`program`) with `config`, its storage flag
+/// and folder, on loopback `port`, with `extra` flags; its output in
+/// `<logs>/<program name>.log`.
+fn run_tool(
+    program: &Path,
+    config: &Path,
+    (storage_flag, storage): (&str, &Path),
+    port: u16,
+    extra: &[&str],
+    logs: &Path,
+) -> Guarded {
+    let name = program.file_name().map_or_else(
+        || "tool".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    Guarded::spawn(
+        &name,
+        Command::new(program)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("{storage_flag}={}", storage.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra),
+        &logs.join(format!("{name}.log")),
+    )
+}
+
 /// Says the test is skipped, past libtest's capture, so `cargo test` shows
 /// it.
 fn skip(why: &str) {
@@ -559,16 +577,9 @@ async fn chat(gateway: &str, prompt: &str, logs: &Path) -> String {
 
 /// A GET with a 10 s bound: the status and body, or why there is none.
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        // http_get panics when it cannot connect: not yet listening is an
-        // answer here.
-        tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        Ok(http_get(addr, path).await)
-    })
-    .await
-    .map_err(|_| format!("GET http://{addr}{path}: no answer within 10 s"))?
+    tokio::time::timeout(Duration::from_secs(10), try_http_get(addr, path))
+        .await
+        .map_err(|_| format!("GET http://{addr}{path}: no answer within 10 s"))?
 }
 
 /// A GET whose answer is Prometheus API JSON with status "success": its
@@ -594,7 +605,10 @@ struct Prometheus {
 impl Prometheus {
     /// The instant vector (or other result) of `expr`, evaluated now.
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let data = get_data(self.addr, &format!("/api/v1/query?query={}", encode(expr))).await?;
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", expr)
+            .finish();
+        let data = get_data(self.addr, &format!("/api/v1/query?{query}")).await?;
         Ok(data["result"].as_array().cloned().unwrap_or_default())
     }
 
@@ -603,19 +617,6 @@ impl Prometheus {
         let data = get_data(self.addr, "/api/v1/alerts").await?;
         Ok(data["alerts"].as_array().cloned().unwrap_or_default())
     }
-}
-
-/// `text` percent-encoded for a query string (all but unreserved bytes).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 // --- the webhook every receiver posts to ------------------------------------------

@@ -11,7 +11,7 @@
 //! accept the token and ignore the binding.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Status;
@@ -19,8 +19,8 @@ use tonic::metadata::MetadataMap;
 
 use crate::secret::SecretFile;
 
-/// How often the token file's metadata is looked at, at most.
-const RECHECK: Duration = Duration::from_secs(1);
+/// How often a token file's metadata is looked at, at most.
+pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 
 /// A token file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,34 +89,21 @@ pub struct Entry {
 
 /// A file of accepted tokens, re-read when it changes. `Debug` never shows
 /// a token.
+#[derive(Debug)]
 pub struct TokenFile {
     file: SecretFile<Vec<Entry>>,
-    /// The tokens last read well, and the last problem logged since.
-    good: Mutex<(Arc<Vec<Entry>>, Option<String>)>,
-}
-
-impl std::fmt::Debug for TokenFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenFile")
-            .field("file", &self.file)
-            .finish_non_exhaustive()
-    }
 }
 
 impl TokenFile {
     /// Reads the file; it must exist and hold at least one token.
     pub fn open(path: &Path) -> Result<Self, AuthError> {
-        let tokens = Arc::new(read_tokens(path)?);
         let file = SecretFile::new(
             path.to_path_buf(),
             |path| read_tokens(path).map_err(|e| e.to_string()),
             RECHECK,
         );
-        let tokens = file.current().unwrap_or(tokens);
-        Ok(Self {
-            file,
-            good: Mutex::new((tokens, None)),
-        })
+        file.load(read_tokens)?;
+        Ok(Self { file })
     }
 
     /// The path the tokens come from.
@@ -125,23 +112,10 @@ impl TokenFile {
     }
 
     /// The current tokens. A file that became unreadable or empty keeps the
-    /// previous tokens (and says so in the log, once) rather than locking
-    /// everyone out.
+    /// previous tokens (the log says so, once) rather than locking everyone
+    /// out.
     pub fn tokens(&self) -> Arc<Vec<Entry>> {
-        let mut good = self.good.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.file.current() {
-            Ok(tokens) if !Arc::ptr_eq(&tokens, &good.0) => {
-                tracing::info!(path = %self.path().display(), count = tokens.len(), "token file re-read");
-                *good = (tokens, None);
-            }
-            Ok(_) => {}
-            Err(error) if good.1.as_ref() != Some(&error) => {
-                tracing::warn!(path = %self.path().display(), %error, "keeping the previous tokens");
-                good.1 = Some(error);
-            }
-            Err(_) => {}
-        }
-        Arc::clone(&good.0)
+        self.file.last_good().unwrap_or_default()
     }
 
     /// The first token, for clients that send one.
@@ -153,7 +127,7 @@ impl TokenFile {
     }
 }
 
-fn read_tokens(path: &Path) -> Result<Vec<Entry>, AuthError> {
+pub(crate) fn read_tokens(path: &Path) -> Result<Vec<Entry>, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
         path: path.to_path_buf(),
         source,

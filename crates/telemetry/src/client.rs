@@ -4,13 +4,13 @@
 //! with their causes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 
-use crate::auth::{AuthError, Entry, TokenFile};
+use crate::auth::{AuthError, Entry, RECHECK, read_tokens};
+use crate::secret::SecretFile;
 use crate::tls::TlsError;
 
 /// A client configuration that cannot be used. The services wrap it in
@@ -84,12 +84,11 @@ pub fn endpoint(
 }
 
 /// The `authorization` header from a token file: `Bearer <first token>`,
-/// rebuilt only when the file changed; a new token that cannot be a header
-/// value leaves the previous one in use.
+/// made again only when the file changed; a new token that cannot be a
+/// header value leaves the previous one in use.
 #[derive(Debug)]
 pub struct BearerToken {
-    file: TokenFile,
-    current: Mutex<(Arc<Vec<Entry>>, MetadataValue<Ascii>)>,
+    file: SecretFile<MetadataValue<Ascii>>,
 }
 
 impl ClientError {
@@ -108,31 +107,27 @@ impl ClientError {
 impl BearerToken {
     /// Reads `path`; its first token must be usable as a header value.
     pub fn open(path: &Path) -> Result<Self, ClientError> {
-        let file = TokenFile::open(path)?;
-        let tokens = file.tokens();
-        let value = bearer(&tokens).ok_or_else(|| ClientError::TokenValue(path.to_path_buf()))?;
-        Ok(Self {
-            file,
-            current: Mutex::new((tokens, value)),
-        })
+        let file = SecretFile::new(
+            path.to_path_buf(),
+            |path| read_bearer(path).map_err(|e| e.to_string()),
+            RECHECK,
+        );
+        file.load(read_bearer)?;
+        Ok(Self { file })
     }
 
     /// The header value for the file's current first token.
     pub fn value(&self) -> MetadataValue<Ascii> {
-        let tokens = self.file.tokens();
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if !Arc::ptr_eq(&tokens, &current.0) {
-            match bearer(&tokens) {
-                Some(value) => current.1 = value,
-                None => tracing::warn!(
-                    path = %self.file.path().display(),
-                    "the new token cannot be sent as a header; keeping the previous one"
-                ),
-            }
-            current.0 = tokens;
-        }
-        current.1.clone()
+        self.file
+            .last_good()
+            .map_or_else(|| MetadataValue::from_static(""), |value| (*value).clone())
     }
+}
+
+/// The header a token file's first token makes.
+fn read_bearer(path: &Path) -> Result<MetadataValue<Ascii>, ClientError> {
+    let tokens = read_tokens(path)?;
+    bearer(&tokens).ok_or_else(|| ClientError::TokenValue(path.to_path_buf()))
 }
 
 /// `Bearer <first token>`, marked sensitive so it never shows in debug output.

@@ -6,7 +6,7 @@
 //! batches (by count, by encoded size and by time), gives each the reporter's
 //! [`Source`](automation_proto::v1::Source) and the next `sequence`, and pushes
 //! them in order, one at a time, retrying with jittered exponential backoff
-//! until the collector acknowledges them. A replay carries the same sequence,
+//! ([`crate::backoff`]) until the collector acknowledges them. A replay carries the same sequence,
 //! so the collector applies it once. A batch the collector refuses for good
 //! (`INVALID_ARGUMENT`, `OUT_OF_RANGE`) is dropped, so it never blocks the
 //! batches behind it. Waiting events are kept up to a bound; beyond it the
@@ -30,7 +30,6 @@
 //! * `reporter/sender.rs` — the task that forms, pushes and retries batches.
 //! * `reporter/heartbeat.rs` — the task that reports a heartbeat every interval.
 //! * `reporter/connection.rs` — the gRPC channel, TLS and the bearer token.
-//! * `reporter/backoff.rs` — exponential backoff with full jitter.
 
 mod buffer;
 mod connection;

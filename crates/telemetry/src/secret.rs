@@ -8,7 +8,7 @@
 //! `recheck`; only then is the file read and parsed again.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What identifies one version of a file without reading it.
@@ -41,6 +41,32 @@ struct Loaded<T> {
     stamp: Option<Stamp>,
     checked: Option<Instant>,
     value: Result<Arc<T>, String>,
+    /// The value last read well, kept when the file breaks.
+    good: Option<Arc<T>>,
+}
+
+impl<T> Loaded<T> {
+    /// Records what a read of the file (with `stamp` before it) gave, and
+    /// says so in the log: a new value when there was one before, a problem
+    /// once until it changes.
+    fn record(&mut self, path: &Path, stamp: Option<Stamp>, value: Result<Arc<T>, String>) {
+        match &value {
+            Ok(fresh) => {
+                if self.good.is_some() {
+                    tracing::info!(path = %path.display(), "secret file re-read");
+                }
+                self.good = Some(Arc::clone(fresh));
+                self.stamp = stamp;
+            }
+            Err(error) => {
+                if self.value.as_ref().err() != Some(error) {
+                    tracing::warn!(path = %path.display(), %error, "the secret file cannot be used");
+                }
+                self.stamp = None;
+            }
+        }
+        self.value = value;
+    }
 }
 
 /// A secret file and what it held when last read. `Debug` shows the path
@@ -53,8 +79,9 @@ pub struct SecretFile<T> {
 }
 
 impl<T> SecretFile<T> {
-    /// `path`, read with `read` when first asked for and again when it has
-    /// changed, looked at no more often than every `recheck`.
+    /// `path`, read with `read` when first asked for (or [`Self::load`]ed)
+    /// and again when it has changed, looked at no more often than every
+    /// `recheck`.
     pub fn new(path: PathBuf, read: Reader<T>, recheck: Duration) -> Self {
         Self {
             path,
@@ -64,6 +91,7 @@ impl<T> SecretFile<T> {
                 stamp: None,
                 checked: None,
                 value: Err("not read yet".to_owned()),
+                good: None,
             }),
         }
     }
@@ -73,36 +101,75 @@ impl<T> SecretFile<T> {
         &self.path
     }
 
+    /// Reads the file now with `read`, whose own error is returned as it
+    /// is (and not logged): for a start that refuses an unusable file,
+    /// saying exactly why.
+    pub fn load<E: std::fmt::Display>(
+        &self,
+        read: impl FnOnce(&Path) -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        let mut loaded = self.lock();
+        loaded.checked = Some(Instant::now());
+        let stamp = Stamp::of(&self.path).ok();
+        match read(&self.path) {
+            Ok(value) => {
+                let value = Arc::new(value);
+                loaded.record(&self.path, stamp, Ok(Arc::clone(&value)));
+                Ok(value)
+            }
+            Err(error) => {
+                // The caller reports it: no second word in the log.
+                loaded.stamp = None;
+                loaded.value = Err(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
     /// What the file holds now: its value (the same `Arc` until the file
     /// changes), or why it cannot be used (missing, unreadable, refused by
     /// the reader).
     pub fn current(&self) -> Result<Arc<T>, String> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refreshed().value.clone()
+    }
+
+    /// The value last read well, even if the file has broken since (a
+    /// server keeps accepting the tokens it had rather than lock everyone
+    /// out); `None` before any good read.
+    pub fn last_good(&self) -> Option<Arc<T>> {
+        self.refreshed().good.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Loaded<T>> {
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state, the file looked at first when `recheck` has passed, and
+    /// read again when it changed.
+    fn refreshed(&self) -> MutexGuard<'_, Loaded<T>> {
+        let mut loaded = self.lock();
         if loaded
             .checked
             .is_some_and(|checked| checked.elapsed() < self.recheck)
         {
-            return loaded.value.clone();
+            return loaded;
         }
         loaded.checked = Some(Instant::now());
         match Stamp::of(&self.path) {
-            Err(error) => {
-                loaded.stamp = None;
-                loaded.value = Err(error.to_string());
-            }
+            Err(error) => loaded.record(&self.path, None, Err(error.to_string())),
             Ok(stamp) if loaded.stamp != Some(stamp) => {
-                loaded.value = (self.read)(&self.path).map(Arc::new);
-                loaded.stamp = loaded.value.is_ok().then_some(stamp);
+                let value = (self.read)(&self.path).map(Arc::new);
+                loaded.record(&self.path, Some(stamp), value);
             }
             Ok(_) => {}
         }
-        loaded.value.clone()
+        loaded
     }
 }
 
 impl<T> std::fmt::Debug for SecretFile<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let loaded = self.lock();
         f.debug_struct("SecretFile")
             .field("path", &self.path)
             .field("usable", &loaded.value.is_ok())
@@ -169,6 +236,26 @@ mod tests {
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(&b, &link).unwrap();
         assert_eq!(*file.current().unwrap(), ["bbb"]);
+    }
+
+    #[test]
+    fn the_last_good_value_outlives_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let file = SecretFile::new(path.clone(), words, Duration::ZERO);
+        let refused = file
+            .load(|_: &Path| Err::<Vec<String>, _>("no file yet"))
+            .unwrap_err();
+        assert_eq!(refused, "no file yet", "load gives the reader's own error");
+        assert_eq!(file.last_good(), None);
+        std::fs::write(&path, "one").unwrap();
+        assert_eq!(*file.load(words).unwrap(), ["one"]);
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(file.current().unwrap_err(), "empty");
+        assert_eq!(*file.last_good().unwrap(), ["one"]);
+        std::fs::remove_file(&path).unwrap();
+        assert!(file.current().is_err());
+        assert_eq!(*file.last_good().unwrap(), ["one"]);
     }
 
     #[test]

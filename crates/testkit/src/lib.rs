@@ -23,7 +23,7 @@ pub mod upstream;
 pub mod wait;
 
 pub use collector::{TestCollector, promtool_check_metrics};
-pub use http::http_get;
+pub use http::{http_get, try_http_get};
 pub use samples::{Samples, series};
 pub use upstream::FakeUpstream;
 pub use wait::{eventually, until, within};

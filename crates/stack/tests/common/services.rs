@@ -4,9 +4,7 @@
 //! in a log file, that can be killed and started again on the same ports.
 
 use std::collections::BTreeSet;
-use std::collections::hash_map::RandomState;
 use std::fs::OpenOptions;
-use std::hash::BuildHasher;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -31,12 +29,8 @@ pub fn listen_port() -> u16 {
     if ephemeral_low <= LOW + 1_000 {
         return free_port();
     }
-    let span = u64::from(ephemeral_low - LOW);
     for _ in 0..200 {
-        // RandomState's keys are random per instance: a random number
-        // without a dependency.
-        let random = RandomState::new().hash_one(std::process::id());
-        let port = LOW + u16::try_from(random % span).expect("below the range");
+        let port = rand::random_range(LOW..ephemeral_low);
         if TcpListener::bind(("127.0.0.1", port)).is_ok()
             && GIVEN
                 .lock()
@@ -96,6 +90,17 @@ impl Guarded {
     /// How it ended, once it has; `None` while it runs.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Asks it to stop (SIGTERM), as Kubernetes does.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Waits until it has ended; how it did.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for the child")
     }
 
     /// Ends it with SIGKILL (no goodbye) and reaps it.
@@ -193,6 +198,17 @@ impl Service {
         if let Some(mut process) = self.process.take() {
             process.kill();
         }
+    }
+
+    /// Asks it to stop (SIGTERM), then waits until it has; how it ended.
+    ///
+    /// # Panics
+    ///
+    /// When it is not running.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut process = self.process.take().expect("a started service");
+        process.terminate();
+        process.wait()
     }
 
     /// How it ended, when it was started and has ended by itself.

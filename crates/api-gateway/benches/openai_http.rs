@@ -1,15 +1,20 @@
 //! What the OpenAI-compatible door adds. One HTTP/1.1 load generator (hyper,
 //! a fixed pool of connections, open loop at a constant rate) calls
 //! (a) the fast local fake upstream directly, with the very request the
-//! gateway sends it (streamed, with usage), and (b) the gateway's
-//! `POST /v1/chat/completions` in front of the same upstream, unary and
-//! streamed. Prints p50/p99 of each and what the gateway adds, at 500 and
-//! 2,000 req/s. Run with `make bench` or
+//! gateway sends it (streamed, with usage), (b) a bare axum + reqwest hop in
+//! front of it that only passes bytes through (the floor of any HTTP hop on
+//! the machine), and (c) the gateway's `POST /v1/chat/completions` in front
+//! of the same upstream, unary and streamed. Prints p50/p99 of each, what
+//! each adds to the direct call, and the process's CPU time and context
+//! switches per request, at 500 and 2,000 req/s. Run with `make bench` or
 //! `cargo bench -p automation-api-gateway --bench openai_http`.
 //!
-//! Pacing runs on its own thread; a request's latency runs from the moment
-//! the pacer releases it to its answer's last byte, so a request that waits
-//! for a free connection counts its wait (no coordinated omission).
+//! The three parties run as if they were three processes: the upstream and
+//! the generator each on a single-threaded runtime of its own thread, the
+//! gateway (and the bare hop) on the multi-threaded runtime of its binary.
+//! Pacing runs on a thread of its own; a request's latency runs from the
+//! moment the pacer releases it to its answer's last byte, so a request that
+//! waits for a free connection counts its wait (no coordinated omission).
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -21,12 +26,14 @@ use automation_api_gateway::upstream::{ApiKey, install_crypto};
 use automation_api_gateway::{Config, start};
 use automation_testkit::service;
 use automation_testkit::upstream::FakeUpstream;
+use axum::body::Bytes;
+use axum::serve::ListenerExt;
 use http_body::Body as _;
 use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Measured seconds per row (after a one-second warm-up).
 const SECONDS: u64 = 5;
@@ -35,6 +42,7 @@ const CONNECTIONS: usize = 16;
 const RATES: [u64; 2] = [500, 2_000];
 
 /// Where the generator sends its requests.
+#[derive(Clone)]
 struct Target {
     name: &'static str,
     addr: SocketAddr,
@@ -131,27 +139,110 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The fake upstream on a single-threaded runtime of its own thread, as if
+/// it were another process: its base URL, and what stops it.
+fn upstream_thread() -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the upstream's runtime");
+        runtime.block_on(async {
+            let upstream = FakeUpstream::start().await;
+            upstream.record_requests(false);
+            url_tx.send(upstream.base_url()).expect("main waits");
+            let _ = stop_rx.await;
+            upstream.stop().await;
+        });
+    });
+    let url = url_rx.recv().expect("the upstream starts");
+    (url, stop_tx, thread)
+}
+
+/// The floor of any HTTP hop on this machine: axum in front of reqwest,
+/// passing the body to the upstream and its answer back as it is, with no
+/// checks, parsing or accounting, on the gateway's runtime. Its address.
+async fn bare_hop(chat_url: String) -> SocketAddr {
+    let client = reqwest::Client::new();
+    let forward = move |body: Bytes| {
+        let (client, chat_url) = (client.clone(), chat_url.clone());
+        async move {
+            let answer = client
+                .post(chat_url)
+                .header(AUTHORIZATION.as_str(), "Bearer sk-bench")
+                .header(CONTENT_TYPE.as_str(), "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("the upstream answers");
+            answer.bytes().await.expect("the upstream's answer")
+        }
+    };
+    let app = axum::Router::new().route("/chat/completions", axum::routing::post(forward));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the bare hop");
+    let addr = listener.local_addr().expect("the bare hop's address");
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// What the whole process has used so far: CPU seconds and context
+/// switches (Linux's `/proc`; `None` elsewhere).
+fn usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command's closing parenthesis: utime and stime are the
+    // 12th and 13th fields, in clock ticks of 1/100 s.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let mut switches = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            let count = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"));
+            switches += count
+                .and_then(|c| c.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some((ticks as f64 / 100.0, switches))
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Three parties, as if three processes: the upstream and the load
+    // generator each on a single-threaded runtime of its own thread, the
+    // gateway on the multi-threaded runtime its binary uses.
+    let (upstream_url, stop_upstream, upstream) = upstream_thread();
+    let gateway_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        install_crypto();
-        let upstream = FakeUpstream::start().await;
-        upstream.record_requests(false);
-        let mut config = Config::new("bench", &upstream.base_url(), ApiKey::value("sk-bench".to_owned()));
-        config.client_rate = None;
-        config.max_concurrent = 4096;
-        config.service.shutdown_delay = Duration::ZERO;
-        let server = service::start(|listeners, shutdown| start(config, listeners, shutdown))
-            .await
-            .expect("the gateway starts");
-        let door = server.http;
-
+        .expect("the gateway's runtime");
+    let mut config = Config::new("bench", &upstream_url, ApiKey::value("sk-bench".to_owned()));
+    config.client_rate = None;
+    config.max_concurrent = 4096;
+    config.service.shutdown_delay = Duration::ZERO;
+    let server = gateway_runtime
+        .block_on(async {
+            install_crypto();
+            service::start(|listeners, shutdown| start(config, listeners, shutdown)).await
+        })
+        .expect("the gateway starts");
+    let door = server.http;
+    let bare = gateway_runtime.block_on(bare_hop(format!("{upstream_url}/chat/completions")));
+    let generator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the load generator's runtime");
+    generator.block_on(async {
         let messages = serde_json::json!([{"role": "user", "content": "Explain the failure in one sentence."}]);
-        let upstream_addr: SocketAddr = upstream
-            .base_url()
+        let upstream_addr: SocketAddr = upstream_url
             .trim_start_matches("http://")
             .parse()
             .expect("the upstream's address");
@@ -165,6 +256,11 @@ fn main() {
             .to_string(),
             authorization: "Bearer sk-bench",
             expect: "[DONE]",
+        });
+        let bare_hop = Arc::new(Target {
+            name: "bare hop (SSE)",
+            addr: bare,
+            ..Target::clone(&direct)
         });
         let door_unary = Arc::new(Target {
             name: "door unary",
@@ -186,25 +282,37 @@ fn main() {
         });
 
         println!(
-            "OpenAI door overhead: the same fast local upstream called directly and through \
+            "OpenAI door overhead: the same fast local upstream called directly, through a bare \
+             axum + reqwest hop (the floor of any HTTP hop here) and through \
              POST /v1/chat/completions; one load generator (hyper HTTP/1.1, {CONNECTIONS} \
-             connections, open loop), {SECONDS} s per row"
+             connections, open loop), {SECONDS} s per row; CPU and context switches are the \
+             whole process's (generator, upstream and gateway) per request"
         );
         println!(
-            "{:>6}  {:<18} {:>9} {:>9} {:>11} {:>11}",
-            "req/s", "target", "p50 ms", "p99 ms", "added p50", "added p99"
+            "{:>6}  {:<18} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "req/s", "target", "p50 ms", "p99 ms", "added p50", "added p99", "CPU us/req", "switches"
         );
         for rate in RATES {
             let mut base = None;
-            for target in [&direct, &door_unary, &door_stream] {
+            for target in [&direct, &bare_hop, &door_unary, &door_stream] {
                 load(target, rate, 1).await;
+                let before = usage();
                 let latencies = load(target, rate, SECONDS).await;
-                assert_eq!(latencies.len() as u64, rate * SECONDS, "every request answered");
+                let after = usage();
+                let requests = rate * SECONDS;
+                assert_eq!(latencies.len() as u64, requests, "every request answered");
                 let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
                 let (direct50, direct99) = *base.get_or_insert((p50, p99));
                 let added = |a: Duration, b: Duration| ms(a) - ms(b);
+                let (cpu, switches) = match before.zip(after) {
+                    Some(((cpu0, sw0), (cpu1, sw1))) => (
+                        format!("{:.0}", (cpu1 - cpu0) * 1e6 / requests as f64),
+                        format!("{:.1}", sw1.saturating_sub(sw0) as f64 / requests as f64),
+                    ),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
                 println!(
-                    "{rate:>6}  {:<18} {:>9.3} {:>9.3} {:>+11.3} {:>+11.3}",
+                    "{rate:>6}  {:<18} {:>8.3} {:>8.3} {:>+10.3} {:>+10.3} {cpu:>10} {switches:>10}",
                     target.name,
                     ms(p50),
                     ms(p99),
@@ -213,7 +321,8 @@ fn main() {
                 );
             }
         }
-        let _ = server.stop().await;
-        upstream.stop().await;
     });
+    let _ = gateway_runtime.block_on(server.stop());
+    let _ = stop_upstream.send(());
+    upstream.join().expect("the upstream stops");
 }

@@ -201,6 +201,9 @@ impl Upstream {
             .connect_timeout(config.connect_timeout)
             .tcp_keepalive(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
+            // The API answers where it is asked; a redirect is an error
+            // (reported with its status), not a second request.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::Client(error_chain(&e)))?;
         Ok(Self {

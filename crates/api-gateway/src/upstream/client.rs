@@ -678,4 +678,35 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_failure_not_a_second_request() {
+        let fake = FakeUpstream::start().await;
+        let elsewhere = format!("{}/chat/completions", fake.base_url());
+        let redirect = axum::Router::new().fallback(move || {
+            let elsewhere = elsewhere.clone();
+            async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, elsewhere)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, redirect).await });
+        let upstream = Upstream::new(config(base_url), ApiKey::value(KEY.to_owned())).unwrap();
+        let failure = chat_all(&upstream).await.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Protocol);
+        assert_eq!(failure.status, Some(307));
+        assert!(
+            failure.message.starts_with("upstream 307 Temporary Redirect"),
+            "{}",
+            failure.message
+        );
+        // The key went nowhere else.
+        assert!(fake.requests().is_empty());
+        server.abort();
+        fake.stop().await;
+    }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use automation_telemetry::client::error_chain;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, timeout_at};
 
 use super::failure::{Attempts, Failure, FailureKind, event_failure, fmt_duration};
@@ -161,12 +161,20 @@ impl ChatStream {
         }
     }
 
-    /// Reads the rest of a finished stream in the background so that its
-    /// connection returns to the pool.
+    /// Reads the rest of a finished stream so that its connection returns
+    /// to the pool: at once when it has already arrived (the usual case,
+    /// the body's end follows `[DONE]`), else in the background.
     fn drain(&mut self) {
         let Some(mut events) = self.events.take() else {
             return;
         };
+        loop {
+            match events.next().now_or_never() {
+                Some(Some(_)) => {}
+                Some(None) => return,
+                None => break,
+            }
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -700,7 +700,9 @@ mod tests {
         assert_eq!(failure.kind, FailureKind::Protocol);
         assert_eq!(failure.status, Some(307));
         assert!(
-            failure.message.starts_with("upstream 307 Temporary Redirect"),
+            failure
+                .message
+                .starts_with("upstream 307 Temporary Redirect"),
             "{}",
             failure.message
         );

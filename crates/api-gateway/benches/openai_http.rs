@@ -216,9 +216,7 @@ fn usage() -> Option<(f64, u64)> {
 }
 
 fn main() {
-    // Three parties, as if three processes: the upstream and the load
-    // generator each on a single-threaded runtime of its own thread, the
-    // gateway on the multi-threaded runtime its binary uses.
+    // The parties' runtimes: see the module's documentation.
     let (upstream_url, stop_upstream, upstream) = upstream_thread();
     let gateway_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

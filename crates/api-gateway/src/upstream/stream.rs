@@ -19,6 +19,11 @@ use crate::sse::SseError;
 /// connection can go back to the pool.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many already-arrived items a finished stream reads at once before the
+/// rest goes to the background drain: an upstream that keeps sending after
+/// `[DONE]` must not hold the call's task.
+const DRAIN_AT_ONCE: usize = 4;
+
 /// The `data` of each upstream event.
 pub(super) type EventBox =
     Pin<Box<dyn Stream<Item = Result<String, SseError<reqwest::Error>>> + Send>>;
@@ -27,7 +32,7 @@ pub(super) type EventBox =
 ///
 /// Dropping it closes the upstream request.
 pub struct ChatStream {
-    /// `None` once handed to the background drain.
+    /// `None` once finished and drained (or handed to the background drain).
     pub(super) events: Option<EventBox>,
     /// The chunk that ended the retry phase, returned by the first `next`.
     pub(super) pending: Option<Delta>,
@@ -163,12 +168,13 @@ impl ChatStream {
 
     /// Reads the rest of a finished stream so that its connection returns
     /// to the pool: at once when it has already arrived (the usual case,
-    /// the body's end follows `[DONE]`), else in the background.
+    /// the body's end follows `[DONE]`), else in the background, within
+    /// [`DRAIN_TIMEOUT`].
     fn drain(&mut self) {
         let Some(mut events) = self.events.take() else {
             return;
         };
-        loop {
+        for _ in 0..DRAIN_AT_ONCE {
             match events.next().now_or_never() {
                 Some(Some(_)) => {}
                 Some(None) => return,

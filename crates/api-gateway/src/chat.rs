@@ -7,11 +7,13 @@
 //!
 //! Layout: `call` (the accounting), `request` (the checks and the upstream's
 //! JSON body), `answer` (a unary answer gathered, a stream pumped to its
-//! client).
+//! client), `watched` (a stream its writer polls directly, dropped when the
+//! writer stops taking what is ready).
 
 mod answer;
 mod call;
 mod request;
+mod watched;
 
 use std::sync::Arc;
 use std::time::Duration;

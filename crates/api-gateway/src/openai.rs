@@ -39,7 +39,6 @@ use axum::http::{HeaderMap, HeaderValue, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 
 use crate::chat::{Call, Refusal};
@@ -189,7 +188,7 @@ async fn chat(door: &Door, request: Request) -> Result<Response, Error> {
             }
         })
     });
-    let mut response = Response::new(Body::from_stream(ReceiverStream::new(chunks)));
+    let mut response = Response::new(Body::from_stream(chunks));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -13,7 +13,6 @@ use automation_proto::v1::{
 };
 use automation_telemetry::reporter::Reporter;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
@@ -229,7 +228,7 @@ impl ApiGateway for ApiGatewayService {
             .await
             .map_err(Status::from)?;
         let chunks = admitted.pump(|item| item.map_err(Status::from));
-        Ok(Response::new(Box::pin(ReceiverStream::new(chunks))))
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn list_models(

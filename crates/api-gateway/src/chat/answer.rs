@@ -1,12 +1,10 @@
 //! A started call's answer: gathered whole for a unary call, or pumped to
 //! its client chunk by chunk, the way every door hands it out.
 
-use std::time::Duration;
-
 use automation_proto::v1::{ApiStatus, ChatChunk, ChatResponse};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::watched::Watched;
 use super::{Admitted, Class, Refusal, map_failure};
 use crate::tools;
 
@@ -14,9 +12,6 @@ use crate::tools;
 /// gathers: what a gRPC client decodes by default (4 MiB), so the gateway
 /// never holds more for one call than its client could take.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
-
-/// Chunks waiting for a slow client, per stream.
-const STREAM_BUFFER: usize = 32;
 
 impl Admitted {
     /// The whole answer, its tool calls gathered by index; refused once it
@@ -93,95 +88,115 @@ impl Admitted {
         }
     }
 
-    /// Pumps the answer to a client through `render` (which turns a chunk,
+    /// The answer for a client, rendered by `render` (which turns a chunk,
     /// or the failure that ends the stream, into what the door sends): a
     /// chunk per upstream delta with text or tool calls, then a last chunk
-    /// with the finish reason and the usage. A client that goes away ends
-    /// the call at once (reported as cancelled); one that stops reading is
-    /// dropped after the upstream's idle limit, like an upstream that stops
-    /// sending.
-    pub(crate) fn pump<T, R>(self, mut render: R) -> mpsc::Receiver<T>
+    /// with the finish reason and the usage. The door's writer polls it
+    /// directly. A client that goes away (the stream dropped) ends the call
+    /// at once, reported as cancelled; one that stops reading is dropped
+    /// after the upstream's idle limit, like an upstream that stops sending.
+    /// The call counts as answered once the writer has taken the last chunk
+    /// and asked for more.
+    pub(crate) fn pump<T, R>(self, render: R) -> Watched<T>
     where
         T: Send + 'static,
         R: FnMut(Result<ChatChunk, Refusal>) -> T + Send + 'static,
     {
-        let Self {
-            mut call,
-            slot,
-            mut stream,
-        } = self;
-        let send_limit = call.gateway.upstream.config().idle_timeout;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let span = call.span.clone();
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                let send = |item: T| sent_within(&tx, item, send_limit);
-                let (mut id, mut model, mut finish) = (String::new(), String::new(), String::new());
-                loop {
-                    // A client that goes away ends the call at once (reported
-                    // as cancelled when `call` drops), not at the next chunk.
-                    let next = tokio::select! {
-                        biased;
-                        () = tx.closed() => return,
-                        next = stream.next() => next,
-                    };
-                    match next {
-                        Ok(Some(delta)) => {
-                            if id.is_empty() {
-                                id.clone_from(&delta.id);
-                                model.clone_from(&delta.model);
-                            }
-                            if let Some(reason) = delta.finish_reason {
-                                finish = reason;
-                            }
-                            if let Some(usage) = delta.usage {
-                                call.usage = usage;
-                            }
-                            if delta.content.is_empty()
-                                && delta.reasoning_content.is_empty()
-                                && delta.tool_calls.is_empty()
-                            {
-                                continue;
-                            }
-                            let chunk = ChatChunk {
-                                content: delta.content,
-                                reasoning_content: delta.reasoning_content,
-                                tool_calls: delta.tool_calls,
-                                id: id.clone(),
-                                model: model.clone(),
-                                ..ChatChunk::default()
-                            };
-                            if !send(render(Ok(chunk))).await {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(failure) => {
-                            let refusal = call.refuse(map_failure(&failure).0);
-                            let _ = send(render(Err(refusal))).await;
-                            return;
-                        }
-                    }
-                }
-                let last = ChatChunk {
-                    finish_reason: finish,
-                    usage: Some(call.usage()),
-                    id,
-                    model,
-                    ..ChatChunk::default()
-                };
-                if send(render(Ok(last))).await {
-                    call.finish(ApiStatus::Ok, "");
-                }
-            }
-            .instrument(span),
-        );
-        rx
+        let limit = self.call.gateway.upstream.config().idle_timeout;
+        let pump = Pump {
+            admitted: self,
+            render,
+            id: String::new(),
+            model: String::new(),
+            finish: String::new(),
+            ended: None,
+        };
+        Watched::new(
+            futures_util::stream::unfold(pump, |pump| {
+                let span = pump.admitted.call.span.clone();
+                pump.step().instrument(span)
+            }),
+            limit,
+        )
     }
 }
 
-/// Sends `item` unless the client is gone or has not made room within `limit`.
-async fn sent_within<T>(tx: &mpsc::Sender<T>, item: T, limit: Duration) -> bool {
-    matches!(tokio::time::timeout(limit, tx.send(item)).await, Ok(Ok(())))
+/// A streamed answer between two chunks.
+struct Pump<R> {
+    admitted: Admitted,
+    render: R,
+    id: String,
+    model: String,
+    finish: String,
+    /// Set once the last item is out: whether the call ended well.
+    ended: Option<bool>,
+}
+
+impl<R> Pump<R> {
+    /// The next item, and the pump for the one after it.
+    async fn step<T>(mut self) -> Option<(T, Self)>
+    where
+        R: FnMut(Result<ChatChunk, Refusal>) -> T,
+    {
+        match self.ended {
+            Some(true) => {
+                // The writer took the last chunk and asks for more.
+                self.admitted.call.finish(ApiStatus::Ok, "");
+                return None;
+            }
+            Some(false) => return None,
+            None => {}
+        }
+        let call = &mut self.admitted.call;
+        loop {
+            match self.admitted.stream.next().await {
+                Ok(Some(delta)) => {
+                    if self.id.is_empty() {
+                        self.id.clone_from(&delta.id);
+                        self.model.clone_from(&delta.model);
+                    }
+                    if let Some(reason) = delta.finish_reason {
+                        self.finish = reason;
+                    }
+                    if let Some(usage) = delta.usage {
+                        call.usage = usage;
+                    }
+                    if delta.content.is_empty()
+                        && delta.reasoning_content.is_empty()
+                        && delta.tool_calls.is_empty()
+                    {
+                        continue;
+                    }
+                    let chunk = ChatChunk {
+                        content: delta.content,
+                        reasoning_content: delta.reasoning_content,
+                        tool_calls: delta.tool_calls,
+                        id: self.id.clone(),
+                        model: self.model.clone(),
+                        ..ChatChunk::default()
+                    };
+                    let item = (self.render)(Ok(chunk));
+                    return Some((item, self));
+                }
+                Ok(None) => {
+                    let last = ChatChunk {
+                        finish_reason: std::mem::take(&mut self.finish),
+                        usage: Some(call.usage()),
+                        id: std::mem::take(&mut self.id),
+                        model: std::mem::take(&mut self.model),
+                        ..ChatChunk::default()
+                    };
+                    self.ended = Some(true);
+                    let item = (self.render)(Ok(last));
+                    return Some((item, self));
+                }
+                Err(failure) => {
+                    let refusal = call.refuse(map_failure(&failure).0);
+                    self.ended = Some(false);
+                    let item = (self.render)(Err(refusal));
+                    return Some((item, self));
+                }
+            }
+        }
+    }
 }

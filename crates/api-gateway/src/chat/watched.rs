@@ -1,0 +1,223 @@
+//! A stream handed to a door's writer (hyper's body, tonic's response),
+//! polled by that writer directly — no task or channel between them — and
+//! dropped by a watchdog when the writer stops taking what is ready: a
+//! client that stops reading then frees what the stream holds (its
+//! concurrency slot, its upstream connection) within `limit` instead of
+//! never.
+//!
+//! The watchdog counts only time in which the stream has something for the
+//! writer (an item just handed out, or a wake from the inner stream) and is
+//! not polled; a stream waiting on its own source (an upstream that takes
+//! its time, bounded by the source's own limits) is never dropped by it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+type Inner<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
+
+/// A stream dropped once its writer leaves it unpolled for `limit` while it
+/// has something ready. Dropping it drops the inner stream at once.
+pub(crate) struct Watched<T> {
+    shared: Arc<Shared<T>>,
+    /// The inner stream's waker: marks the stream ready, then wakes the writer.
+    waker: Waker,
+    /// Dropped with the stream: ends the watchdog at once.
+    _stop: oneshot::Sender<()>,
+}
+
+struct Shared<T> {
+    inner: Mutex<Option<Inner<T>>>,
+    writer: AtomicWaker,
+    origin: Instant,
+    /// Since when (µs after `origin`, plus one) the stream has had something
+    /// for its writer without being polled; 0 when it has not.
+    ready_since: AtomicU64,
+}
+
+impl<T> Shared<T> {
+    fn mark_ready(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1;
+        let _ = self
+            .ready_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// When the stream has been ready unpolled since, if it has.
+    fn ready_since(&self) -> Option<Instant> {
+        match self.ready_since.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(self.origin + Duration::from_micros(at - 1)),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Option<Inner<T>>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: Send + 'static> Wake for Shared<T> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.mark_ready();
+        self.writer.wake();
+    }
+}
+
+impl<T: Send + 'static> Watched<T> {
+    /// Watches `inner`; needs a Tokio runtime (the watchdog is a task).
+    pub(crate) fn new(inner: impl Stream<Item = T> + Send + 'static, limit: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Some(Box::pin(inner))),
+            writer: AtomicWaker::new(),
+            origin: Instant::now(),
+            ready_since: AtomicU64::new(0),
+        });
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(watchdog(Arc::downgrade(&shared), limit, stopped));
+        Self {
+            waker: Waker::from(Arc::clone(&shared)),
+            shared,
+            _stop: stop,
+        }
+    }
+}
+
+/// Drops the stream once it has been ready and unpolled for `limit`; ends
+/// when the stream is dropped or ends.
+async fn watchdog<T>(shared: Weak<Shared<T>>, limit: Duration, mut stopped: oneshot::Receiver<()>) {
+    let mut check = Instant::now() + limit;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep_until(check) => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match shared.ready_since() {
+            Some(since) if since + limit <= Instant::now() => {
+                let inner = shared.inner().take();
+                drop(inner);
+                return;
+            }
+            Some(since) => check = since + limit,
+            None => check = Instant::now() + limit,
+        }
+    }
+}
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        // The inner stream's sources hold its waker, and with it `shared`:
+        // the stream must not wait for them to let go.
+        let inner = self.shared.inner().take();
+        drop(inner);
+    }
+}
+
+impl<T: Send + 'static> Stream for Watched<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        this.shared.writer.register(cx.waker());
+        this.shared.ready_since.store(0, Ordering::Release);
+        let mut inner = this.shared.inner();
+        let Some(stream) = inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.poll_next_unpin(&mut Context::from_waker(&this.waker)) {
+            Poll::Ready(Some(item)) => {
+                // The writer is expected back for the next one.
+                this.shared.mark_ready();
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                let ended = inner.take();
+                drop(inner);
+                drop(ended);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// Yields `0..` forever; records when it is dropped.
+    struct Endless(u32, Arc<AtomicBool>);
+
+    impl Stream for Endless {
+        type Item = u32;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<u32>> {
+            self.0 += 1;
+            Poll::Ready(Some(self.0))
+        }
+    }
+
+    impl Drop for Endless {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_stops_polling_loses_the_stream_after_the_limit() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let limit = Duration::from_millis(300);
+        let mut watched = Watched::new(Endless(0, Arc::clone(&dropped)), limit);
+        // A writer that keeps taking items keeps the stream, however long.
+        let mut stopped = std::time::Instant::now();
+        for n in 1..=40 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(watched.next().await, Some(n));
+            stopped = std::time::Instant::now();
+        }
+        assert!(!dropped.load(Ordering::SeqCst));
+        // One that stops taking them loses it.
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(stopped.elapsed() < Duration::from_secs(10), "never dropped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(stopped.elapsed() >= limit, "not before the limit");
+        assert_eq!(watched.next().await, None, "and ended for the writer");
+    }
+
+    #[tokio::test]
+    async fn a_stream_waiting_on_its_source_is_left_alone() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
+        let mut watched = Watched::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            Duration::from_millis(50),
+        );
+        let reader = tokio::spawn(async move { watched.next().await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(7).await.unwrap();
+        assert_eq!(reader.await.unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stream_drops_its_source_at_once() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let watched = Watched::new(Endless(0, Arc::clone(&dropped)), Duration::from_secs(60));
+        drop(watched);
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+}

@@ -61,6 +61,13 @@ impl<T> Shared<T> {
     fn inner(&self) -> std::sync::MutexGuard<'_, Option<Inner<T>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Drops the inner stream (and what it holds), outside the lock: its
+    /// drop may report the call.
+    fn end(&self) {
+        let inner = self.inner().take();
+        drop(inner);
+    }
 }
 
 impl<T: Send + 'static> Wake for Shared<T> {
@@ -107,8 +114,7 @@ async fn watchdog<T>(shared: Weak<Shared<T>>, limit: Duration, mut stopped: ones
         };
         match shared.ready_since() {
             Some(since) if since + limit <= Instant::now() => {
-                let inner = shared.inner().take();
-                drop(inner);
+                shared.end();
                 return;
             }
             Some(since) => check = since + limit,
@@ -121,8 +127,7 @@ impl<T> Drop for Watched<T> {
     fn drop(&mut self) {
         // The inner stream's sources hold its waker, and with it `shared`:
         // the stream must not wait for them to let go.
-        let inner = self.shared.inner().take();
-        drop(inner);
+        self.shared.end();
     }
 }
 
@@ -144,9 +149,8 @@ impl<T: Send + 'static> Stream for Watched<T> {
                 Poll::Ready(Some(item))
             }
             Poll::Ready(None) => {
-                let ended = inner.take();
                 drop(inner);
-                drop(ended);
+                this.shared.end();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -213,10 +217,35 @@ mod tests {
         assert_eq!(reader.await.unwrap(), Some(7));
     }
 
+    /// Never ready; keeps the waker it is polled with where the test can
+    /// hold it, as an upstream's socket or timer does.
+    struct Waiting(Arc<Mutex<Option<Waker>>>, Arc<AtomicBool>);
+
+    impl Stream for Waiting {
+        type Item = u32;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<u32>> {
+            *self.0.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+
     #[tokio::test]
     async fn dropping_the_stream_drops_its_source_at_once() {
         let dropped = Arc::new(AtomicBool::new(false));
-        let watched = Watched::new(Endless(0, Arc::clone(&dropped)), Duration::from_secs(60));
+        let held = Arc::new(Mutex::new(None));
+        let mut watched = Watched::new(
+            Waiting(Arc::clone(&held), Arc::clone(&dropped)),
+            Duration::from_secs(60),
+        );
+        assert!(futures_util::FutureExt::now_or_never(watched.next()).is_none());
+        assert!(held.lock().unwrap().is_some(), "the source holds the waker");
         drop(watched);
         assert!(dropped.load(Ordering::SeqCst));
     }

@@ -164,8 +164,27 @@ mod tests {
 
     use super::*;
 
-    /// Yields `0..` forever; records when it is dropped.
-    struct Endless(u32, Arc<AtomicBool>);
+    /// Set when the source holding it is dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl DropFlag {
+        fn new() -> (Self, Arc<AtomicBool>) {
+            let dropped = Arc::new(AtomicBool::new(false));
+            (Self(Arc::clone(&dropped)), dropped)
+        }
+    }
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Yields `1..` forever.
+    struct Endless(
+        u32,
+        #[expect(dead_code, reason = "held for its drop")] DropFlag,
+    );
 
     impl Stream for Endless {
         type Item = u32;
@@ -176,17 +195,11 @@ mod tests {
         }
     }
 
-    impl Drop for Endless {
-        fn drop(&mut self) {
-            self.1.store(true, Ordering::SeqCst);
-        }
-    }
-
     #[tokio::test]
     async fn a_writer_that_stops_polling_loses_the_stream_after_the_limit() {
-        let dropped = Arc::new(AtomicBool::new(false));
+        let (flag, dropped) = DropFlag::new();
         let limit = Duration::from_millis(300);
-        let mut watched = Watched::new(Endless(0, Arc::clone(&dropped)), limit);
+        let mut watched = Watched::new(Endless(0, flag), limit);
         // A writer that keeps taking items keeps the stream, however long.
         let mut stopped = std::time::Instant::now();
         for n in 1..=40 {
@@ -219,7 +232,10 @@ mod tests {
 
     /// Never ready; keeps the waker it is polled with where the test can
     /// hold it, as an upstream's socket or timer does.
-    struct Waiting(Arc<Mutex<Option<Waker>>>, Arc<AtomicBool>);
+    struct Waiting(
+        Arc<Mutex<Option<Waker>>>,
+        #[expect(dead_code, reason = "held for its drop")] DropFlag,
+    );
 
     impl Stream for Waiting {
         type Item = u32;
@@ -230,20 +246,11 @@ mod tests {
         }
     }
 
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            self.1.store(true, Ordering::SeqCst);
-        }
-    }
-
     #[tokio::test]
     async fn dropping_the_stream_drops_its_source_at_once() {
-        let dropped = Arc::new(AtomicBool::new(false));
+        let (flag, dropped) = DropFlag::new();
         let held = Arc::new(Mutex::new(None));
-        let mut watched = Watched::new(
-            Waiting(Arc::clone(&held), Arc::clone(&dropped)),
-            Duration::from_secs(60),
-        );
+        let mut watched = Watched::new(Waiting(Arc::clone(&held), flag), Duration::from_secs(60));
         assert!(futures_util::FutureExt::now_or_never(watched.next()).is_none());
         assert!(held.lock().unwrap().is_some(), "the source holds the waker");
         drop(watched);

@@ -15,6 +15,9 @@
 //! Pacing runs on a thread of its own; a request's latency runs from the
 //! moment the pacer releases it to its answer's last byte, so a request that
 //! waits for a free connection counts its wait (no coordinated omission).
+//! The targets take turns of one second, five turns each per rate, so that
+//! a stall of the (shared) machine falls on all of them alike rather than
+//! on whichever row ran at the time.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -88,7 +91,7 @@ async fn call(sender: &mut SendRequest<String>, target: &Target) {
     assert!(answer.contains(target.expect), "{}: {answer}", target.name);
 }
 
-/// `rate` requests a second to `target` for `seconds`: the sorted latencies.
+/// `rate` requests a second to `target` for `seconds`: their latencies.
 async fn load(target: &Arc<Target>, rate: u64, seconds: u64) -> Vec<Duration> {
     let (tx, rx) = mpsc::unbounded_channel::<Instant>();
     let rx = Arc::new(Mutex::new(rx));
@@ -126,8 +129,35 @@ async fn load(target: &Arc<Target>, rate: u64, seconds: u64) -> Vec<Duration> {
         latencies.extend(worker.await.expect("worker"));
     }
     pacer.join().expect("pacer");
-    latencies.sort();
     latencies
+}
+
+/// What one target's turns add up to.
+struct Run {
+    latencies: Vec<Duration>,
+    /// CPU seconds and context switches, while [`usage`] can tell them.
+    usage: Option<(f64, u64)>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            latencies: Vec::new(),
+            usage: Some((0.0, 0)),
+        }
+    }
+
+    /// Adds what the process used between `before` and `after`.
+    fn add_usage(&mut self, before: Option<(f64, u64)>, after: Option<(f64, u64)>) {
+        self.usage = self.usage.zip(before.zip(after)).map(
+            |((cpu, switches), ((cpu0, switches0), (cpu1, switches1)))| {
+                (
+                    cpu + cpu1 - cpu0,
+                    switches + switches1.saturating_sub(switches0),
+                )
+            },
+        );
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -283,29 +313,40 @@ fn main() {
             "OpenAI door overhead: the same fast local upstream called directly, through a bare \
              axum + reqwest hop (the floor of any HTTP hop here) and through \
              POST /v1/chat/completions; one load generator (hyper HTTP/1.1, {CONNECTIONS} \
-             connections, open loop), {SECONDS} s per row; CPU and context switches are the \
+             connections, open loop), {SECONDS} s per row in turns of 1 s; CPU and context switches are the \
              whole process's (generator, upstream and gateway) per request"
         );
         println!(
             "{:>6}  {:<18} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
             "req/s", "target", "p50 ms", "p99 ms", "added p50", "added p99", "CPU us/req", "switches"
         );
+        let targets = [&direct, &bare_hop, &door_unary, &door_stream];
         for rate in RATES {
-            let mut base = None;
-            for target in [&direct, &bare_hop, &door_unary, &door_stream] {
+            for target in targets {
                 load(target, rate, 1).await;
-                let before = usage();
-                let latencies = load(target, rate, SECONDS).await;
-                let after = usage();
-                let requests = rate * SECONDS;
-                assert_eq!(latencies.len() as u64, requests, "every request answered");
-                let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+            }
+            // The targets take turns, a second each, so that whatever else
+            // the machine does in the meantime falls on all of them alike.
+            let mut runs: Vec<Run> = targets.iter().map(|_| Run::new()).collect();
+            for _ in 0..SECONDS {
+                for (target, run) in targets.iter().zip(&mut runs) {
+                    let before = usage();
+                    run.latencies.extend(load(target, rate, 1).await);
+                    run.add_usage(before, usage());
+                }
+            }
+            let requests = rate * SECONDS;
+            let mut base = None;
+            for (target, mut run) in targets.iter().zip(runs) {
+                assert_eq!(run.latencies.len() as u64, requests, "every request answered");
+                run.latencies.sort();
+                let (p50, p99) = (percentile(&run.latencies, 0.5), percentile(&run.latencies, 0.99));
                 let (direct50, direct99) = *base.get_or_insert((p50, p99));
                 let added = |a: Duration, b: Duration| ms(a) - ms(b);
-                let (cpu, switches) = match before.zip(after) {
-                    Some(((cpu0, sw0), (cpu1, sw1))) => (
-                        format!("{:.0}", (cpu1 - cpu0) * 1e6 / requests as f64),
-                        format!("{:.1}", sw1.saturating_sub(sw0) as f64 / requests as f64),
+                let (cpu, switches) = match run.usage {
+                    Some((cpu, sw)) => (
+                        format!("{:.0}", cpu * 1e6 / requests as f64),
+                        format!("{:.1}", sw as f64 / requests as f64),
                     ),
                     None => ("-".to_owned(), "-".to_owned()),
                 };

@@ -26,6 +26,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -438,6 +439,11 @@ impl FakeUpstream {
             .route("/user/balance", get(balance))
             .with_state(shared.clone());
         let stop = shared.stop.clone().cancelled_owned();
+        // As a real API's front server does: each write leaves at once
+        // rather than waiting for the client's (delayed) acknowledgement.
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(stop)

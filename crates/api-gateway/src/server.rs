@@ -12,7 +12,7 @@ use automation_proto::v1::{
     GetBalanceResponse, ListModelsRequest, ListModelsResponse, ModelInfo,
 };
 use automation_telemetry::reporter::Reporter;
-use tokio_stream::Stream;
+use futures_util::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 

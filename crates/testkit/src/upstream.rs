@@ -357,6 +357,8 @@ struct Shared {
     /// Cancelled when the fake stops: ends hanging replies and streams.
     stop: CancellationToken,
     chat_requests: AtomicU64,
+    /// Connections accepted so far.
+    connections: AtomicU64,
 }
 
 struct Inner {
@@ -432,6 +434,7 @@ impl FakeUpstream {
             }),
             stop: CancellationToken::new(),
             chat_requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let router = Router::new()
             .route("/chat/completions", post(chat))
@@ -441,7 +444,9 @@ impl FakeUpstream {
         let stop = shared.stop.clone().cancelled_owned();
         // As a real API's front server does: each write leaves at once
         // rather than waiting for the client's (delayed) acknowledgement.
-        let listener = listener.tap_io(|stream| {
+        let accepted = Arc::clone(&shared);
+        let listener = listener.tap_io(move |stream| {
+            accepted.connections.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
         });
         let task = tokio::spawn(async move {
@@ -482,6 +487,12 @@ impl FakeUpstream {
     /// How many `/chat/completions` requests arrived (recorded or not).
     pub fn request_count(&self) -> u64 {
         self.shared.chat_requests.load(Ordering::Relaxed)
+    }
+
+    /// How many connections clients opened to the fake: fewer than requests
+    /// when a client reuses its connections.
+    pub fn connection_count(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Turns recording of requests on (the default) or off — off keeps long

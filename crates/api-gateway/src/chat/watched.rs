@@ -219,11 +219,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_waiting_on_its_source_is_left_alone() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
-        let mut watched = Watched::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-            Duration::from_millis(50),
-        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+        let source = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut watched = Watched::new(source, Duration::from_millis(50));
         let reader = tokio::spawn(async move { watched.next().await });
         tokio::time::sleep(Duration::from_millis(500)).await;
         tx.send(7).await.unwrap();

@@ -249,6 +249,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_finished_stream_gives_its_connection_back() {
+        let fake = FakeUpstream::start().await;
+        let upstream = client(&fake);
+        // A call, then a pause in which the pool takes the connection back
+        // (the client does that in the background, as calls go by).
+        let call = async |expect: &str| {
+            assert_eq!(chat_all(&upstream).await.unwrap().0.content, expect);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // The body's end right behind `[DONE]` (the fake's usual answer)…
+        for _ in 0..3 {
+            call("Hello!").await;
+        }
+        // …and arriving a while after it.
+        fake.push(Reply::Stream(vec![
+            Sse::Data(chunk("Late")),
+            Sse::Data(finish_chunk("stop")),
+            Sse::Done,
+            Sse::Pause(Duration::from_millis(50)),
+        ]));
+        call("Late").await;
+        call("Hello!").await;
+        assert_eq!(fake.request_count(), 5);
+        assert_eq!(fake.connection_count(), 1, "one connection for all five");
+    }
+
+    #[tokio::test]
     async fn keep_alives_and_blank_lines_are_tolerated() {
         let fake = FakeUpstream::start().await;
         fake.push(Reply::Stream(vec![

@@ -313,8 +313,8 @@ fn main() {
             "OpenAI door overhead: the same fast local upstream called directly, through a bare \
              axum + reqwest hop (the floor of any HTTP hop here) and through \
              POST /v1/chat/completions; one load generator (hyper HTTP/1.1, {CONNECTIONS} \
-             connections, open loop), {SECONDS} s per row in turns of 1 s; CPU and context switches are the \
-             whole process's (generator, upstream and gateway) per request"
+             connections, open loop), {SECONDS} s per row in turns of 1 s; CPU and context \
+             switches are the whole process's (generator, upstream and gateway) per request"
         );
         println!(
             "{:>6}  {:<18} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",

@@ -11,8 +11,7 @@
 //! its time, bounded by the source's own limits) is never dropped by it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -36,30 +35,25 @@ pub(crate) struct Watched<T> {
 struct Shared<T> {
     inner: Mutex<Option<Inner<T>>>,
     writer: AtomicWaker,
-    origin: Instant,
-    /// Since when (µs after `origin`, plus one) the stream has had something
-    /// for its writer without being polled; 0 when it has not.
-    ready_since: AtomicU64,
+    /// Since when the stream has had something for its writer without
+    /// being polled, if it has.
+    ready_since: Mutex<Option<Instant>>,
 }
 
 impl<T> Shared<T> {
-    fn mark_ready(&self) {
-        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1;
-        let _ = self
-            .ready_since
-            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// When the stream has been ready unpolled since, if it has.
-    fn ready_since(&self) -> Option<Instant> {
-        match self.ready_since.load(Ordering::Acquire) {
-            0 => None,
-            at => Some(self.origin + Duration::from_micros(at - 1)),
-        }
-    }
-
-    fn inner(&self) -> std::sync::MutexGuard<'_, Option<Inner<T>>> {
+    fn inner(&self) -> MutexGuard<'_, Option<Inner<T>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ready_since(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.ready_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stream has something for its writer (from now, unless already).
+    fn mark_ready(&self) {
+        self.ready_since().get_or_insert_with(Instant::now);
     }
 
     /// Drops the inner stream (and what it holds), outside the lock: its
@@ -87,8 +81,7 @@ impl<T: Send + 'static> Watched<T> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Some(Box::pin(inner))),
             writer: AtomicWaker::new(),
-            origin: Instant::now(),
-            ready_since: AtomicU64::new(0),
+            ready_since: Mutex::new(None),
         });
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(watchdog(Arc::downgrade(&shared), limit, stopped));
@@ -112,7 +105,8 @@ async fn watchdog<T>(shared: Weak<Shared<T>>, limit: Duration, mut stopped: ones
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        match shared.ready_since() {
+        let ready_since = *shared.ready_since();
+        match ready_since {
             Some(since) if since + limit <= Instant::now() => {
                 shared.end();
                 return;
@@ -137,7 +131,7 @@ impl<T: Send + 'static> Stream for Watched<T> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = self.get_mut();
         this.shared.writer.register(cx.waker());
-        this.shared.ready_since.store(0, Ordering::Release);
+        *this.shared.ready_since() = None;
         let mut inner = this.shared.inner();
         let Some(stream) = inner.as_mut() else {
             return Poll::Ready(None);
@@ -160,7 +154,7 @@ impl<T: Send + 'static> Stream for Watched<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 

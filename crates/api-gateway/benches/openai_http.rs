@@ -340,7 +340,8 @@ fn main() {
             for (target, mut run) in targets.iter().zip(runs) {
                 assert_eq!(run.latencies.len() as u64, requests, "every request answered");
                 run.latencies.sort();
-                let (p50, p99) = (percentile(&run.latencies, 0.5), percentile(&run.latencies, 0.99));
+                let latencies = &run.latencies;
+                let (p50, p99) = (percentile(latencies, 0.5), percentile(latencies, 0.99));
                 let (direct50, direct99) = *base.get_or_insert((p50, p99));
                 let added = |a: Duration, b: Duration| ms(a) - ms(b);
                 let (cpu, switches) = match run.usage {
